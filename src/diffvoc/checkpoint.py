@@ -1,0 +1,235 @@
+"""Checkpoint directories: config YAML + data statistics + safetensors weights, written atomically.
+
+Layout of a checkpoint directory::
+
+    config.yaml              the full Config
+    stats.yaml               data statistics the model needs (PriorGrad's energy range), may be {}
+    model.safetensors        EMA weights (used for sampling)
+    model_raw.safetensors    raw weights (training only)
+    train_state.safetensors  optimizer tensors          } written by the trainer,
+    train_state.json         step, optimizer groups...  } needed only for --resume
+
+A training run directory holds ``ckpt-<step>/`` folders and ``latest`` (a text file naming the
+newest). Nothing here unpickles: lmnt-com/diffwave ``.pt`` files load with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .config import AudioConfig, Config, ConfigError, ModelConfig, apply_presets
+from .errors import CheckpointError
+from .io import atomic_dir, atomic_write_text
+
+CONFIG = "config.yaml"
+STATS = "stats.yaml"
+WEIGHTS = "model.safetensors"
+RAW_WEIGHTS = "model_raw.safetensors"
+STATE_TENSORS = "train_state.safetensors"
+STATE_META = "train_state.json"
+LATEST = "latest"
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: its config, data statistics, weights and (optionally) training state."""
+
+    config: Config
+    stats: dict[str, Any]
+    weights: dict[str, torch.Tensor]
+    path: Path | None = None
+    raw_weights: dict[str, torch.Tensor] | None = None
+    train_state: dict[str, Any] | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def _contiguous(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in sd.items()}
+
+
+def save_checkpoint(path: str | Path, config: Config, stats: dict[str, Any], weights: dict[str, torch.Tensor],
+                    raw_weights: dict[str, torch.Tensor] | None = None,
+                    train_state: dict[str, Any] | None = None, dtype: torch.dtype | None = None) -> Path:
+    """Write a checkpoint directory atomically (a temporary folder renamed into place).
+
+    ``train_state`` is a dict with ``optimizer`` (an optimizer ``state_dict``) and any JSON-able
+    entries (step, scaler state, ...). ``dtype`` stores the weights in that precision (e.g. fp16).
+    """
+    path = Path(path)
+    with atomic_dir(path) as tmp:
+        (tmp / CONFIG).write_text(config.to_yaml())
+        (tmp / STATS).write_text(yaml.safe_dump(_plain(stats), sort_keys=True))
+        w = _contiguous(weights)
+        if dtype is not None:
+            w = {k: v.to(dtype) if v.is_floating_point() else v for k, v in w.items()}
+        save_file(w, str(tmp / WEIGHTS))
+        if raw_weights is not None:
+            save_file(_contiguous(raw_weights), str(tmp / RAW_WEIGHTS))
+        if train_state is not None:
+            state = dict(train_state)
+            tensors, meta = {}, {}
+            opt = state.pop("optimizer", None)
+            if opt is not None:
+                tensors, meta["optimizer"] = _flatten_optimizer(opt)
+            meta.update(_plain(state))
+            save_file(tensors, str(tmp / STATE_TENSORS))
+            (tmp / STATE_META).write_text(json.dumps(meta, indent=1))
+    return path
+
+
+def _plain(obj: Any) -> Any:
+    """Convert numpy/torch scalars and tuples to plain YAML/JSON types."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, (np.generic,)):
+        return obj.item()
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return obj
+
+
+def _flatten_optimizer(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors, scalars = {}, {}
+    for idx, st in sd["state"].items():
+        for name, value in st.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optimizer.{idx}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{idx}.{name}"] = value
+    return tensors, {"param_groups": _plain(sd["param_groups"]), "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = value
+    for key, value in meta.get("scalars", {}).items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = value
+    groups = meta["param_groups"]
+    for g in groups:
+        if "betas" in g:
+            g["betas"] = tuple(g["betas"])
+    return {"state": state, "param_groups": groups}
+
+
+def resolve_checkpoint_dir(path: str | Path) -> Path:
+    """A checkpoint directory, or a run directory's newest checkpoint (named in ``latest``)."""
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"no such checkpoint: {p}")
+    if p.is_dir() and (p / CONFIG).is_file() and not (p / LATEST).is_file():
+        return p
+    if p.is_dir() and (p / LATEST).is_file():
+        name = (p / LATEST).read_text().strip()
+        if (p / name / CONFIG).is_file():
+            return p / name
+        raise CheckpointError(f"{p / LATEST} names {name!r}, which is not a checkpoint")
+    raise CheckpointError(f"{p} is not a diffvoc checkpoint (no {CONFIG}) nor a run directory (no {LATEST})")
+
+
+def load_checkpoint(path: str | Path, with_train_state: bool = False) -> Checkpoint:
+    """Load a checkpoint directory, a run directory (its newest checkpoint) or an lmnt-com/diffwave
+    ``.pt`` file. Raises :class:`CheckpointError` on anything missing, corrupt or inconsistent."""
+    p = Path(path)
+    if p.is_file() and p.suffix == ".pt":
+        return import_lmnt(p)
+    d = resolve_checkpoint_dir(p)
+    try:
+        config = Config.load(d / CONFIG)
+    except ConfigError as e:
+        raise CheckpointError(f"{d / CONFIG}: {e}") from None
+    stats = {}
+    if (d / STATS).is_file():
+        stats = yaml.safe_load((d / STATS).read_text()) or {}
+    weights = _load_safetensors(d / WEIGHTS)
+    ck = Checkpoint(config=config, stats=stats, weights=weights, path=d)
+    if with_train_state:
+        if (d / RAW_WEIGHTS).is_file():
+            ck.raw_weights = _load_safetensors(d / RAW_WEIGHTS)
+        if (d / STATE_META).is_file():
+            meta = json.loads((d / STATE_META).read_text())
+            tensors = _load_safetensors(d / STATE_TENSORS)
+            if "optimizer" in meta:
+                meta["optimizer"] = _unflatten_optimizer(tensors, meta["optimizer"])
+            ck.train_state = meta
+    return ck
+
+
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise CheckpointError(f"missing {path}")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is corrupt ({str(e).splitlines()[0]})") from None
+
+
+def write_latest(run_dir: str | Path, name: str) -> None:
+    atomic_write_text(Path(run_dir) / LATEST, name + "\n")
+
+
+def import_lmnt(path: str | Path) -> Checkpoint:
+    """Read an lmnt-com/diffwave ``weights.pt`` with ``torch.load(weights_only=True)``.
+
+    Sizes come from the saved ``params`` when present, otherwise from the weights' shapes; the
+    audio config is the ``lmnt`` mel preset; the training schedule is lmnt's linspace(1e-4, 0.05, 50)
+    unless ``params.noise_schedule`` says otherwise.
+    """
+    path = Path(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"cannot load {path} safely as an lmnt-com/diffwave checkpoint "
+                              f"({str(e).splitlines()[0][:200]})") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} is not an lmnt-com/diffwave checkpoint")
+    sd = obj.get("model", obj)
+    if not isinstance(sd, dict) or "input_projection.weight" not in sd:
+        raise CheckpointError(f"{path} is not an lmnt-com/diffwave checkpoint (no input_projection.weight)")
+    params = obj.get("params") or {}
+    layers = len({k.split(".")[1] for k in sd if k.startswith("residual_layers.")})
+    C = int(sd["input_projection.weight"].shape[0])
+    has_mel = "spectrogram_upsampler.conv1.weight" in sd
+    n_mels = int(sd["residual_layers.0.conditioner_projection.weight"].shape[1]) if has_mel else 80
+    schedule = params.get("noise_schedule") or np.linspace(1e-4, 0.05, 50).tolist()
+    hop = int(params.get("hop_samples", 256))
+    audio = AudioConfig(**apply_presets({"audio": {"preset": "lmnt"}})["audio"])
+    audio.sample_rate = int(params.get("sample_rate", audio.sample_rate))
+    audio.hop_length, audio.n_mels = hop, n_mels
+    audio.n_fft = int(params.get("n_fft", audio.n_fft))
+    audio.win_length = hop * 4
+    model = ModelConfig(residual_channels=C, residual_layers=layers,
+                        dilation_cycle=int(params.get("dilation_cycle_length", 10)),
+                        conditioning="mel" if has_mel else "none", upsample_factors=[16, 16] if hop == 256 else None)
+    if not has_mel:
+        model.upsample_factors = None
+    config = Config(audio=audio, model=model)
+    config.diffusion.steps = len(schedule)
+    config.diffusion.beta_start, config.diffusion.beta_end = float(schedule[0]), float(schedule[-1])
+    if not np.allclose(np.linspace(schedule[0], schedule[-1], len(schedule)), schedule):
+        raise CheckpointError(f"{path}: only linear training schedules are supported")
+    fast = params.get("inference_noise_schedule")
+    if fast:
+        config.diffusion.fast_schedules[len(fast)] = [float(b) for b in fast]
+    try:
+        config.validate()
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    weights = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
+    return Checkpoint(config=config, stats={}, weights=weights, path=path, extras={"format": "lmnt"})

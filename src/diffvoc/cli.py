@@ -1,0 +1,234 @@
+"""The ``diffvoc`` command: thin subcommands over the modules.
+
+Every :class:`~diffvoc.errors.DiffvocError` ends as one line on stderr and exit status 1;
+set ``DIFFVOC_DEBUG=1`` to see tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from .errors import DiffvocError
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="a YAML config (default: the presets below)")
+    p.add_argument("--preset", default=None, choices=["hifigan", "lmnt"], help="mel recipe (default hifigan)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set audio.sample_rate=16000 (repeatable)")
+
+
+def _config(args: argparse.Namespace):
+    from .config import Config, apply_presets
+
+    if args.config and args.preset:
+        raise DiffvocError("give either --config or --preset, not both")
+    if args.config:
+        cfg = Config.load(args.config)
+    else:
+        cfg = Config.from_dict(apply_presets({"audio": {"preset": args.preset or "hifigan"}}))
+    return cfg.with_overrides(args.overrides)
+
+
+def cmd_mel(args: argparse.Namespace) -> int:
+    from .audio import compute_mel, load_audio, peak_normalize
+    from .io import atomic_save_npy
+
+    cfg = _config(args).audio
+    if args.checkpoint:
+        from .checkpoint import load_checkpoint
+
+        cfg = load_checkpoint(args.checkpoint).config.audio
+    audio = peak_normalize(load_audio(args.input, cfg.sample_rate), cfg.peak_normalize)
+    mel = compute_mel(audio, cfg)
+    atomic_save_npy(args.output, mel)
+    print(f"{args.output}: mel {mel.shape[0]}x{mel.shape[1]} ({cfg.preset}, {cfg.sample_rate} Hz, hop {cfg.hop_length})")
+    return 0
+
+
+def cmd_preprocess(args: argparse.Namespace) -> int:
+    from .data import feature_dir, load_stats, preprocess
+
+    cfg = _config(args)
+    record = preprocess(args.source, args.output, cfg.audio, jobs=args.jobs, valid_fraction=args.valid_fraction,
+                        test_fraction=args.test_fraction, progress=not args.quiet)
+    split = record["split"]
+    stats = load_stats(args.output, cfg.audio)
+    print(f"{args.output}: {len(record['items'])} files; train {len(split['train'])}, valid {len(split['valid'])}, "
+          f"test {len(split['test'])}; features in {feature_dir(args.output, cfg.audio)}")
+    print(f"energy range (PriorGrad): E_min={stats['energy_min']:.4f} E_max={stats['energy_max']:.4f}")
+    for s in record.get("skipped", []):
+        print(f"skipped {s['path'] or s['id']}: {s['reason']}", file=sys.stderr)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .config import Config
+    from .trainer import Trainer
+
+    cfg = Config.load(args.config).with_overrides(args.overrides)
+    if args.data:
+        cfg.data.path = args.data
+    trainer = Trainer(cfg, args.run_dir, resume=args.resume, init_from=args.init_from, device=args.device,
+                      overrides=args.overrides, progress=not args.quiet)
+    try:
+        last = trainer.train(args.max_steps)
+    finally:
+        trainer.close()
+    if trainer.rank == 0:
+        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in last.items())
+        print(f"{args.run_dir}: {shown}")
+    return 0
+
+
+def _inputs_to_mels(vocoder, inputs: list[str]):
+    import numpy as np
+
+    from .audio import load_mel
+
+    mels, lengths = [], []
+    for path in inputs:
+        if path.endswith(".npy"):
+            mel = load_mel(path, vocoder.config.audio.n_mels)
+            if mel.ndim == 3:
+                raise DiffvocError(f"{path}: give one mel per file ([n_mels, frames])")
+            mels.append(mel)
+            lengths.append(mel.shape[-1] * vocoder.hop)
+        else:
+            from .audio import load_audio, peak_normalize
+
+            audio = peak_normalize(load_audio(path, vocoder.sample_rate), vocoder.config.audio.peak_normalize)
+            mels.append(vocoder.mel(audio))
+            lengths.append(len(audio))
+    return mels, lengths, np
+
+
+def cmd_vocode(args: argparse.Namespace) -> int:
+    import torch
+
+    from .io import atomic_write_wav
+    from .schedule import parse_schedule
+    from .vocoder import Vocoder
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.output)
+    many = len(args.inputs) > 1 or out.suffix.lower() != ".wav"
+    if many:
+        if out.exists() and not out.is_dir():
+            raise DiffvocError(f"{out} exists and is not a folder (several inputs need an output folder)")
+        out.mkdir(parents=True, exist_ok=True)
+    elif not out.parent.exists() and str(out.parent):
+        raise DiffvocError(f"cannot write {out}: folder {out.parent} does not exist")
+    schedule = parse_schedule(args.schedule) if args.schedule else None
+    vocoder = Vocoder.from_pretrained(args.checkpoint, device=args.device)
+    sampler = vocoder.sampler(args.steps, schedule, args.full)  # validates the choice before any work
+    mels, lengths, np = _inputs_to_mels(vocoder, args.inputs)
+    targets = [out / (Path(p).name.removesuffix(".npy").rsplit(".", 1)[0] + ".wav") for p in args.inputs] if many else [out]
+    if len(set(targets)) != len(targets):
+        raise DiffvocError("two inputs would write the same output file; rename one")
+    t0 = time.perf_counter()
+    seconds = 0.0
+    order = sorted(range(len(mels)), key=lambda i: mels[i].shape[-1])
+    for k in range(0, len(order), args.batch_size):
+        idx = order[k:k + args.batch_size]
+        width = max(mels[i].shape[-1] for i in idx)
+        pad = 0.0 if vocoder.config.audio.preset == "lmnt" else float(np.log(1e-5))
+        batch = np.full((len(idx), vocoder.config.audio.n_mels, width), pad, np.float32)
+        for j, i in enumerate(idx):
+            batch[j, :, : mels[i].shape[-1]] = mels[i]
+        wavs = vocoder.vocode(batch, steps=args.steps, schedule=schedule, full=args.full, seed=args.seed)
+        for j, i in enumerate(idx):
+            wav = wavs[j][: lengths[i]]
+            atomic_write_wav(targets[i], wav, vocoder.sample_rate)
+            seconds += len(wav) / vocoder.sample_rate
+    elapsed = time.perf_counter() - t0
+    print(f"vocoded {len(mels)} file(s), {seconds:.2f} s of audio in {elapsed:.2f} s "
+          f"({len(sampler)} steps, real-time factor {elapsed / max(seconds, 1e-9):.3f}) -> {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="diffvoc", description="Diffusion vocoders: DiffWave, PriorGrad, "
+                                     "InferGrad and truncated diffusion.")
+    parser.add_argument("--version", action="version", version=f"diffvoc {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("mel", help="compute a mel-spectrogram .npy ([n_mels, frames] float32)")
+    p.add_argument("input")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--checkpoint", help="use this model's mel settings")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_mel)
+
+    p = sub.add_parser("preprocess", help="cache features and split a corpus (folder, LJSpeech or file list)")
+    p.add_argument("source")
+    p.add_argument("-o", "--output", required=True, help="data folder")
+    p.add_argument("--jobs", type=int, default=None)
+    p.add_argument("--valid-fraction", type=float, default=0.02)
+    p.add_argument("--test-fraction", type=float, default=0.02)
+    p.add_argument("--quiet", action="store_true")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_preprocess)
+
+    p = sub.add_parser("train", help="train a model (DDP: run under torchrun)")
+    p.add_argument("config", help="YAML config (see recipes/)")
+    p.add_argument("--run-dir", required=True, help="checkpoints and TensorBoard logs go here")
+    p.add_argument("--data", help="preprocessed data folder (overrides data.path)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/latest")
+    p.add_argument("--init-from", help="start from this checkpoint's weights (fine-tuning)")
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("vocode", help="mel .npy or audio files -> wav")
+    p.add_argument("inputs", nargs="+")
+    p.add_argument("-o", "--output", required=True, help="a .wav for one input, else a folder")
+    p.add_argument("--checkpoint", default=None, help="checkpoint dir, run dir or lmnt weights.pt (default: bundled)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--steps", type=int, default=6, help="use the model's stored N-step schedule (default 6)")
+    g.add_argument("--schedule", help="explicit inference β, comma-separated")
+    g.add_argument("--full", action="store_true", help="all training steps (ancestral sampling)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=cmd_vocode)
+
+    try:
+        from .corpus import add_corpus_parser
+    except ImportError:
+        pass
+    else:
+        add_corpus_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except DiffvocError as e:
+        if os.environ.get("DIFFVOC_DEBUG"):
+            raise
+        print(f"diffvoc {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"diffvoc {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print(f"diffvoc {args.command}: error: out of memory", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""Construction from config: the network, the training schedule, the prior and the samplers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .config import Config
+from .errors import ConfigError, ScheduleError
+from .network import DiffWave
+from .prior import Prior, build_prior
+from .sampler import DiffusionSampler
+from .schedule import NoiseSchedule
+
+
+def build_schedule(cfg: Config) -> NoiseSchedule:
+    d = cfg.diffusion
+    return NoiseSchedule.linear(d.beta_start, d.beta_end, d.steps)
+
+
+def build_network(cfg: Config, prior: Prior | None = None) -> DiffWave:
+    extra = prior.extra_channels if prior is not None else 0
+    return DiffWave(cfg.model, cfg.diffusion.steps, cfg.audio.n_mels, cfg.audio.hop_length, extra)
+
+
+def build(cfg: Config, stats: dict[str, Any] | None) -> tuple[DiffWave, NoiseSchedule, Prior]:
+    """Network, training schedule and prior for a config and its data statistics."""
+    prior = build_prior(cfg.prior, cfg.audio, stats)
+    return build_network(cfg, prior), build_schedule(cfg), prior
+
+
+def build_sampler(cfg: Config, steps: int | None = None, schedule: list[float] | None = None,
+                  full: bool = False) -> DiffusionSampler:
+    """The sampler for ``--full``, an explicit ``--schedule`` or ``--steps N`` (a stored N-step schedule)."""
+    train = build_schedule(cfg)
+    clamp = cfg.diffusion.clamp
+    if full:
+        return DiffusionSampler(train, None, clamp)
+    if schedule is not None:
+        return DiffusionSampler.fast(train, schedule, clamp)
+    if steps is None:
+        steps = 6
+    table = cfg.diffusion.fast_schedules
+    if steps in table:
+        return DiffusionSampler.fast(train, table[steps], clamp)
+    if steps == cfg.diffusion.steps:
+        return DiffusionSampler(train, None, clamp)
+    avail = sorted(set(table) | {cfg.diffusion.steps})
+    raise ScheduleError(f"no {steps}-step schedule is stored with this model (have {avail}); "
+                        f"pass --schedule b1,b2,... or run `diffvoc search-schedule`")
+
+
+__all__ = ["build", "build_network", "build_prior", "build_sampler", "build_schedule", "ConfigError"]

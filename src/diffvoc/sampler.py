@@ -1,0 +1,119 @@
+"""Reverse-process samplers (DiffWave's full ancestral and fast aligned sampling; REFERENCE §1).
+
+For each reverse step n (from the noisiest) with schedule β (full) or η (fast):
+x ← (x − β_n/√(1 − ᾱ_n) · ε_θ(x, t_n, c)) / √α_n, then + σ_n · (prior std) · z except at the last
+step, σ_n = √((1 − ᾱ_{n−1})/(1 − ᾱ_n) · β_n), and x is clamped to [−1, 1]. The fast sampler feeds
+the network the aligned fractional step t_n (:meth:`NoiseSchedule.align`).
+
+Noise comes from a :class:`NoiseSource`. :class:`PositionalNoise` makes each sample's noise a
+function of (seed, batch item, draw, absolute position), so that chunked, streamed and whole-file
+vocoding draw the same noise and agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from .schedule import NoiseSchedule
+
+Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x [B,T], t [B]) -> ε [B,1,T]
+
+
+class NoiseSource:
+    """Gaussian draws for the sampler: draw 0 is x_T, draw k ≥ 1 the noise added after step k."""
+
+    def __call__(self, draw: int, batch: int, start: int, length: int, device: torch.device) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class GlobalNoise(NoiseSource):
+    """Sequential draws from torch's global RNG (the order lmnt-com/diffwave uses)."""
+
+    def __call__(self, draw, batch, start, length, device):
+        return torch.randn(batch, length, device=device)
+
+
+class GivenNoise(NoiseSource):
+    """Draws taken from a list of tensors ``[B, T]`` (tests, reproducing another sampler)."""
+
+    def __init__(self, draws: Sequence[torch.Tensor]) -> None:
+        self.draws = list(draws)
+
+    def __call__(self, draw, batch, start, length, device):
+        return self.draws[draw][:, start:start + length].to(device)
+
+
+class PositionalNoise(NoiseSource):
+    """Noise keyed by (seed, item, draw, block of ``block`` samples): independent of chunking."""
+
+    def __init__(self, seed: int, block: int = 4096) -> None:
+        self.seed, self.block = int(seed), int(block)
+
+    def _block(self, item: int, draw: int, j: int, device: torch.device) -> torch.Tensor:
+        key = hashlib.blake2b(f"{self.seed}:{item}:{draw}:{j}".encode(), digest_size=8).digest()
+        g = torch.Generator(device="cpu").manual_seed(int.from_bytes(key, "little") & ((1 << 63) - 1))
+        return torch.randn(self.block, generator=g)
+
+    def __call__(self, draw, batch, start, length, device):
+        j0, j1 = start // self.block, (start + length - 1) // self.block
+        rows = []
+        for b in range(batch):
+            blocks = torch.cat([self._block(b, draw, j, device) for j in range(j0, j1 + 1)])
+            off = start - j0 * self.block
+            rows.append(blocks[off:off + length])
+        return torch.stack(rows).to(device)
+
+
+class DiffusionSampler:
+    """Ancestral sampling over a schedule aligned to the training schedule.
+
+    Args:
+        train: the training schedule β_1..β_T.
+        inference: the schedule to sample with (``None``: the training schedule, all T steps).
+        clamp: clamp x to [−1, 1] after every step, as the reference implementation does.
+    """
+
+    def __init__(self, train: NoiseSchedule, inference: NoiseSchedule | None = None, clamp: bool = True) -> None:
+        self.train = train
+        self.full = inference is None
+        self.inference = train if inference is None else inference
+        self.steps = np.arange(len(train), dtype=np.float64) if self.full else train.align(self.inference)
+        self.clamp = clamp
+        beta = self.inference.betas
+        ab = self.inference.alpha_bars
+        self.c1 = 1.0 / np.sqrt(1.0 - beta)
+        self.c2 = beta / np.sqrt(1.0 - ab)
+        ab_prev = np.concatenate([[1.0], ab[:-1]])
+        self.sigma = np.sqrt((1.0 - ab_prev) / (1.0 - ab) * beta)
+
+    @classmethod
+    def fast(cls, train: NoiseSchedule, betas: Sequence[float], clamp: bool = True) -> "DiffusionSampler":
+        return cls(train, NoiseSchedule(np.asarray(betas, dtype=np.float64)), clamp)
+
+    def __len__(self) -> int:
+        return len(self.inference)
+
+    def sample(self, denoise: Denoiser, std: torch.Tensor, batch: int, length: int, noise: NoiseSource,
+               start: int = 0, device: torch.device | str = "cpu", x_start: torch.Tensor | None = None) -> torch.Tensor:
+        """Run the reverse process; returns x_0 ``[batch, length]``.
+
+        ``std`` is the prior's σ (``[B, length]`` or ``[B, 1]``); ``start`` is the absolute sample
+        offset of this segment (for :class:`PositionalNoise`); ``x_start`` overrides x_T.
+        """
+        device = torch.device(device)
+        x = std * noise(0, batch, start, length, device) if x_start is None else x_start
+        n_steps = len(self)
+        step_t = torch.tensor(self.steps, dtype=torch.float32, device=device)
+        for n in range(n_steps - 1, -1, -1):
+            t = (step_t[n].round().long() if self.full else step_t[n]).expand(batch)
+            eps = denoise(x, t).squeeze(1).to(x.dtype)
+            x = self.c1[n] * (x - self.c2[n] * eps)
+            if n > 0:
+                x = x + self.sigma[n] * (std * noise(n_steps - n, batch, start, length, device))
+            if self.clamp:
+                x = x.clamp(-1.0, 1.0)
+        return x

@@ -1,0 +1,273 @@
+"""The training loop: Adam, mixed precision, EMA, validation, TensorBoard, checkpoints, DDP.
+
+Multi-GPU (or multi-process CPU) training is PyTorch DDP under ``torchrun``: every process reads
+RANK/WORLD_SIZE/LOCAL_RANK from the environment; ``train.batch_size`` is the global batch.
+Each step's batch and diffusion noise are pure functions of (seed, step, rank), so ``--resume``
+continues exactly where the run stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from .audio import MelSpectrogram
+from .checkpoint import load_checkpoint, save_checkpoint, write_latest
+from .components import build, build_sampler
+from .config import Config
+from .data import CropDataset, ensure_features, load_clips, load_stats
+from .errors import DiffvocError, TrainingError
+from .losses import DiffusionLoss, log_mel_l1
+from .sampler import PositionalNoise
+from .vocoder import load_weights
+
+
+def _dist_env() -> tuple[int, int, int]:
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+
+
+class Trainer:
+    """Train a diffusion vocoder described by a :class:`Config` into ``run_dir``.
+
+    Args:
+        config: the full configuration (ignored on ``resume``: the run's saved config is used,
+            with ``overrides`` applied to it).
+        run_dir: where checkpoints (``ckpt-<step>/``), ``latest`` and TensorBoard logs go.
+        resume: continue from ``run_dir/latest``.
+        init_from: start from another checkpoint's EMA weights (fine-tuning) with a fresh optimizer.
+        device: ``cpu`` / ``cuda`` / ``None`` (CUDA when available).
+    """
+
+    def __init__(self, config: Config, run_dir: str | Path, resume: bool = False, init_from: str | Path | None = None,
+                 device: str | None = None, overrides: list[str] | None = None, progress: bool = True) -> None:
+        self.run_dir = Path(run_dir)
+        self.rank, self.world, self.local_rank = _dist_env()
+        resumed = None
+        if resume:
+            if not (self.run_dir / "latest").is_file():
+                raise DiffvocError(f"--resume: {self.run_dir} has no checkpoint to resume from")
+            resumed = load_checkpoint(self.run_dir, with_train_state=True)
+            if resumed.train_state is None or resumed.raw_weights is None:
+                raise DiffvocError(f"{resumed.path} holds no training state to resume from")
+            config = resumed.config.with_overrides(overrides or [])
+        self.cfg = config
+        tc = config.train
+        if tc.batch_size % self.world:
+            raise DiffvocError(f"train.batch_size {tc.batch_size} is not divisible by the {self.world} processes")
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cuda":
+            if not torch.cuda.is_available():
+                raise DiffvocError("--device cuda asked for, but CUDA is not available")
+            torch.cuda.set_device(self.local_rank)
+            self.device = torch.device("cuda", self.local_rank)
+        else:
+            self.device = torch.device("cpu")
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        self.progress = progress and self.rank == 0
+
+        data_dir = config.data.path
+        if self.rank == 0:
+            ensure_features(data_dir, config.audio)
+        self._barrier()
+        self.stats = resumed.stats if resumed else load_stats(data_dir, config.audio)
+        torch.manual_seed(tc.seed)
+        model, self.schedule, self.prior = build(config, self.stats)
+        self.model = model.to(self.device)
+        self.loss_fn = DiffusionLoss(self.schedule, config.diffusion.loss)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=tc.learning_rate, betas=tuple(tc.adam_betas))
+        self.precision = tc.precision if tc.precision != "auto" else ("bf16" if self.device.type == "cuda" else "fp32")
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        self.step = 0
+        if resumed is not None:
+            load_weights(self.model, resumed.raw_weights, str(resumed.path))
+            self.optimizer.load_state_dict(resumed.train_state["optimizer"])
+            self.step = int(resumed.train_state["step"])
+            if resumed.train_state.get("scaler"):
+                self.scaler.load_state_dict(resumed.train_state["scaler"])
+            self.ema = {k: v.to(self.device).float() for k, v in resumed.weights.items()}
+        else:
+            if init_from is not None:
+                src = load_checkpoint(init_from)
+                load_weights(self.model, src.weights, str(src.path))
+            self.ema = {k: v.detach().clone().float() for k, v in self.model.state_dict().items()}
+        self.ddp = (DistributedDataParallel(self.model, device_ids=[self.local_rank] if self.device.type == "cuda" else None)
+                    if self.world > 1 else self.model)
+        self.data = CropDataset(data_dir, config.audio, config.data.crop_frames, tc.batch_size // self.world,
+                                seed=tc.seed, rank=self.rank)
+        self.valid = load_clips(data_dir, config.audio, "valid", config.data.valid_clips, config.data.valid_seconds) \
+            if self.rank == 0 else []
+        self.mel_fn = MelSpectrogram(config.audio).to(self.device)
+        self.writer = None
+        if self.rank == 0:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.run_dir / "logs"))
+
+    def _barrier(self) -> None:
+        if self.world > 1 and dist.is_initialized():
+            dist.barrier()
+
+    def _autocast(self):
+        if self.precision in ("bf16", "fp16"):
+            dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+            return torch.autocast(self.device.type, dtype=dtype)
+        return contextlib.nullcontext()
+
+    def train_step(self, audio: torch.Tensor, mel: torch.Tensor) -> dict[str, float]:
+        """One optimisation step on a batch; returns the logged scalars."""
+        audio, mel = audio.to(self.device, non_blocking=True), mel.to(self.device, non_blocking=True)
+        g = torch.Generator(device=self.device).manual_seed(self.cfg.train.seed * 1_000_003 + self.step * 97 + self.rank)
+        std = self.prior.std(mel, audio.shape[-1])
+        batch = self.loss_fn.q_sample(audio, std, generator=g)
+        with self._autocast():
+            eps = self.ddp(batch.x_t, batch.t, self.prior.conditioner(mel))
+        loss = self.loss_fn(eps, batch)
+        if not torch.isfinite(loss):
+            raise TrainingError(f"non-finite loss at step {self.step + 1} (precision {self.precision}, "
+                                f"lr {self.cfg.train.learning_rate}); lower the learning rate or use fp32")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        clip = self.cfg.train.grad_clip
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip if clip else float("inf"))
+        if not torch.isfinite(norm) and self.precision != "fp16":
+            raise TrainingError(f"non-finite gradient norm at step {self.step + 1}; lower the learning rate or use fp32")
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.step += 1
+        self._update_ema()
+        return {"loss": loss.item(), "grad_norm": float(norm)}
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        decay = min(self.cfg.train.ema_decay, (1 + self.step) / (10 + self.step))
+        for k, v in self.model.state_dict().items():
+            e = self.ema[k]
+            if v.is_floating_point():
+                e.mul_(decay).add_(v.float(), alpha=1 - decay)
+            else:
+                e.copy_(v)
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Diffusion loss at fixed steps and noise, and the log-mel L1 of fast sampling (EMA weights)."""
+        if not self.valid:
+            return {}
+        raw = {k: v.clone() for k, v in self.model.state_dict().items()}
+        self.model.load_state_dict(self.ema)
+        self.model.eval()
+        T = self.cfg.diffusion.steps
+        losses, l1s, samples = [], [], []
+        try:
+            sampler = build_sampler(self.cfg, steps=self.cfg.train.valid_steps)
+        except DiffvocError:
+            sampler = build_sampler(self.cfg, full=True)
+        for i, (_, audio, mel) in enumerate(self.valid):
+            a = torch.from_numpy(audio).unsqueeze(0).to(self.device)
+            m = torch.from_numpy(mel).unsqueeze(0).to(self.device)
+            std = self.prior.std(m, a.shape[-1])
+            cond = self.model.condition(self.prior.conditioner(m))
+            g = torch.Generator(device=self.device).manual_seed(1234 + i)
+            for t in np.linspace(0, T - 1, 5).round().astype(int):
+                batch = self.loss_fn.q_sample(a, std, t=torch.tensor([t], device=self.device), generator=g)
+                losses.append(self.loss_fn(self.model.denoise(batch.x_t, batch.t, cond), batch).item())
+            x = sampler.sample(lambda x, t: self.model.denoise(x, t, cond), std, 1, a.shape[-1],
+                               PositionalNoise(i), device=self.device)
+            l1s.append(log_mel_l1(self.mel_fn(x), m).item())
+            samples.append(x[0].float().cpu())
+        self.model.load_state_dict(raw)
+        self.model.train()
+        if self.writer is not None:
+            for i, x in enumerate(samples[: self.cfg.train.audio_log_clips]):
+                self.writer.add_audio(f"valid/audio_{i}", x.clamp(-1, 1).unsqueeze(0), self.step, self.cfg.audio.sample_rate)
+                self.writer.add_image(f"valid/mel_{i}", _mel_image(self.mel_fn(x.to(self.device)).cpu()), self.step)
+                if self.step == self.cfg.train.valid_every or self.step == 0:
+                    _, ref, mel = self.valid[i]
+                    self.writer.add_audio(f"reference/audio_{i}", torch.from_numpy(ref).unsqueeze(0), 0,
+                                          self.cfg.audio.sample_rate)
+                    self.writer.add_image(f"reference/mel_{i}", _mel_image(torch.from_numpy(mel)), 0)
+        return {"loss": float(np.mean(losses)), "log_mel_l1": float(np.mean(l1s))}
+
+    def save(self) -> Path:
+        """Write ``ckpt-<step>`` atomically, point ``latest`` at it and prune old checkpoints."""
+        name = f"ckpt-{self.step:08d}"
+        state = {"optimizer": self.optimizer.state_dict(), "step": self.step,
+                 "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {}}
+        path = save_checkpoint(self.run_dir / name, self.cfg, self.stats, self.ema, self.model.state_dict(), state)
+        write_latest(self.run_dir, name)
+        keep = self.cfg.train.keep_checkpoints
+        old = sorted(p for p in self.run_dir.glob("ckpt-*") if p.is_dir() and p.name != name)
+        for p in old[: max(0, len(old) - (keep - 1))]:
+            shutil.rmtree(p, ignore_errors=True)
+        return path
+
+    def train(self, max_steps: int | None = None) -> dict[str, Any]:
+        """Train until ``max_steps`` (default ``train.max_steps``); returns the last logged values."""
+        tc = self.cfg.train
+        total = max_steps or tc.max_steps
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.rank == 0:
+            self.cfg.save(self.run_dir / "config.yaml")
+        loader = torch.utils.data.DataLoader(self.data, batch_size=None, sampler=range(self.step, total),
+                                             num_workers=self.cfg.data.num_workers,
+                                             pin_memory=self.device.type == "cuda",
+                                             persistent_workers=False)
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
+        self.model.train()
+        last: dict[str, Any] = {}
+        t0 = time.perf_counter()
+        for audio, mel in loader:
+            logs = self.train_step(audio, mel)
+            last = dict(logs)
+            if self.rank == 0:
+                if self.step % tc.log_every == 0 or self.step == total:
+                    sps = self.step / max(time.perf_counter() - t0, 1e-9)
+                    for k, v in logs.items():
+                        self.writer.add_scalar(f"train/{k}", v, self.step)
+                    self.writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], self.step)
+                    self.writer.add_scalar("train/steps_per_s", sps, self.step)
+                if tc.valid_every and (self.step % tc.valid_every == 0 or self.step == total):
+                    val = self.validate()
+                    for k, v in val.items():
+                        self.writer.add_scalar(f"valid/{k}", v, self.step)
+                    last.update({f"valid_{k}": v for k, v in val.items()})
+                if self.step % tc.save_every == 0 or self.step == total:
+                    self.save()
+                if bar is not None:
+                    bar.set_postfix(loss=f"{logs['loss']:.4f}")
+                    bar.update(1)
+            self._barrier() if self.step % tc.save_every == 0 else None
+        if bar is not None:
+            bar.close()
+        if self.writer is not None:
+            self.writer.flush()
+        last["step"] = self.step
+        return last
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        if self.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _mel_image(mel: torch.Tensor) -> torch.Tensor:
+    """A log-mel as a [1, H, W] image in [0, 1], low frequencies at the bottom."""
+    m = mel.float()
+    m = (m - m.min()) / (m.max() - m.min()).clamp(min=1e-8)
+    return m.flip(0).unsqueeze(0)
