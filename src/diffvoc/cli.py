@@ -99,11 +99,9 @@ def _inputs_to_mels(vocoder, inputs: list[str]):
             mels.append(mel)
             lengths.append(mel.shape[-1] * vocoder.hop)
         else:
-            from .audio import load_audio, peak_normalize
-
-            audio = peak_normalize(load_audio(path, vocoder.sample_rate), vocoder.config.audio.peak_normalize)
-            mels.append(vocoder.mel(audio))
-            lengths.append(len(audio))
+            mel, length = vocoder.analyse_file(path)
+            mels.append(mel)
+            lengths.append(length)
     return mels, lengths, np
 
 
@@ -121,7 +119,6 @@ def cmd_vocode(args: argparse.Namespace) -> int:
     if many:
         if out.exists() and not out.is_dir():
             raise DiffvocError(f"{out} exists and is not a folder (several inputs need an output folder)")
-        out.mkdir(parents=True, exist_ok=True)
     elif not out.parent.exists() and str(out.parent):
         raise DiffvocError(f"cannot write {out}: folder {out.parent} does not exist")
     schedule = parse_schedule(args.schedule) if args.schedule else None
@@ -131,6 +128,11 @@ def cmd_vocode(args: argparse.Namespace) -> int:
     targets = [out / (Path(p).name.removesuffix(".npy").rsplit(".", 1)[0] + ".wav") for p in args.inputs] if many else [out]
     if len(set(targets)) != len(targets):
         raise DiffvocError("two inputs would write the same output file; rename one")
+    if many:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise DiffvocError(f"cannot create output folder {out}: {e.strerror}") from None
     t0 = time.perf_counter()
     seconds = 0.0
     order = sorted(range(len(mels)), key=lambda i: mels[i].shape[-1])

@@ -94,10 +94,14 @@ class Vocoder:
         with torch.no_grad():
             return self._mel(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))).numpy()
 
-    def mel_from_file(self, path: str | Path) -> np.ndarray:
-        """Read, resample, peak-normalise as in training, and compute the mel."""
+    def analyse_file(self, path: str | Path) -> tuple[np.ndarray, int]:
+        """Read, resample and peak-normalise a file as in training; return its mel and length.
+
+        The audio is zero-padded to whole frames first, so vocoding the mel covers every sample.
+        """
         audio = peak_normalize(load_audio(path, self.sample_rate), self.config.audio.peak_normalize)
-        return self.mel(audio)
+        padded = np.pad(audio, (0, -len(audio) % self.hop))
+        return self.mel(padded), len(audio)
 
     def sampler(self, steps: int | None = 6, schedule: list[float] | None = None, full: bool = False) -> DiffusionSampler:
         return build_sampler(self.config, steps, schedule, full)
@@ -168,5 +172,5 @@ class Vocoder:
 
     def vocode_file(self, path: str | Path, **kw: Any) -> np.ndarray:
         """Analysis–synthesis of an audio file (its mel, vocoded), trimmed to the input's length."""
-        audio = peak_normalize(load_audio(path, self.sample_rate), self.config.audio.peak_normalize)
-        return self.vocode(self.mel(audio), **kw)[: len(audio)]
+        mel, length = self.analyse_file(path)
+        return self.vocode(mel, **kw)[:length]
