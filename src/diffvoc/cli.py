@@ -76,7 +76,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     trainer = Trainer(cfg, args.run_dir, resume=args.resume, init_from=args.init_from, device=args.device,
                       overrides=args.overrides, progress=not args.quiet)
     try:
-        last = trainer.train(args.max_steps)
+        last = trainer.train(args.max_steps, time_limit=args.time_limit)
     finally:
         trainer.close()
     if trainer.rank == 0:
@@ -187,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/latest")
     p.add_argument("--init-from", help="start from this checkpoint's weights (fine-tuning)")
     p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                   help="stop (validate and save) after this much training time, e.g. for a fixed GPU budget")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)

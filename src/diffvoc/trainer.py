@@ -9,6 +9,7 @@ continues exactly where the run stopped.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import time
@@ -27,6 +28,7 @@ from .config import Config
 from .data import CropDataset, ensure_features, load_clips, load_stats
 from .errors import DiffvocError, TrainingError
 from .losses import DiffusionLoss, log_mel_l1
+from .metrics import MultiResolutionSTFTLoss
 from .sampler import PositionalNoise
 from .vocoder import load_weights
 
@@ -108,11 +110,21 @@ class Trainer:
         self.valid = load_clips(data_dir, config.audio, "valid", config.data.valid_clips, config.data.valid_seconds) \
             if self.rank == 0 else []
         self.mel_fn = MelSpectrogram(config.audio).to(self.device)
+        self.mr_stft = MultiResolutionSTFTLoss().to(self.device)
+        self._t0 = time.perf_counter()
         self.writer = None
         if self.rank == 0:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(self.run_dir / "logs"))
+
+    def _agree(self, flag: bool) -> bool:
+        """All processes stop together: true if any rank says so."""
+        if self.world > 1 and dist.is_initialized():
+            t = torch.tensor([float(flag)], device=self.device)
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            return bool(t.item())
+        return flag
 
     def _barrier(self) -> None:
         if self.world > 1 and dist.is_initialized():
@@ -168,7 +180,7 @@ class Trainer:
         self.model.load_state_dict(self.ema)
         self.model.eval()
         T = self.cfg.diffusion.steps
-        losses, l1s, samples = [], [], []
+        losses, l1s, mrs, samples = [], [], [], []
         try:
             sampler = build_sampler(self.cfg, steps=self.cfg.train.valid_steps)
         except DiffvocError:
@@ -185,6 +197,8 @@ class Trainer:
             x = sampler.sample(lambda x, t: self.model.denoise(x, t, cond), std, 1, a.shape[-1],
                                PositionalNoise(i), device=self.device)
             l1s.append(log_mel_l1(self.mel_fn(x), m).item())
+            sc, mag = self.mr_stft(x.float(), a.float())
+            mrs.append((sc + mag).item())
             samples.append(x[0].float().cpu())
         self.model.load_state_dict(raw)
         self.model.train()
@@ -197,7 +211,10 @@ class Trainer:
                     self.writer.add_audio(f"reference/audio_{i}", torch.from_numpy(ref).unsqueeze(0), 0,
                                           self.cfg.audio.sample_rate)
                     self.writer.add_image(f"reference/mel_{i}", _mel_image(torch.from_numpy(mel)), 0)
-        return {"loss": float(np.mean(losses)), "log_mel_l1": float(np.mean(l1s))}
+        out = {"loss": float(np.mean(losses)), "log_mel_l1": float(np.mean(l1s)), "mr_stft": float(np.mean(mrs))}
+        with open(self.run_dir / "valid.jsonl", "a") as f:
+            f.write(json.dumps({"step": self.step, "time_s": round(time.perf_counter() - self._t0, 2), **out}) + "\n")
+        return out
 
     def save(self) -> Path:
         """Write ``ckpt-<step>`` atomically, point ``latest`` at it and prune old checkpoints."""
@@ -212,8 +229,10 @@ class Trainer:
             shutil.rmtree(p, ignore_errors=True)
         return path
 
-    def train(self, max_steps: int | None = None) -> dict[str, Any]:
-        """Train until ``max_steps`` (default ``train.max_steps``); returns the last logged values."""
+    def train(self, max_steps: int | None = None, time_limit: float | None = None) -> dict[str, Any]:
+        """Train until ``max_steps`` (default ``train.max_steps``) or until ``time_limit`` seconds have
+        passed (then validate and save at once, so a fixed GPU budget ends with a checkpoint);
+        returns the last logged values."""
         tc = self.cfg.train
         total = max_steps or tc.max_steps
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -234,24 +253,29 @@ class Trainer:
         for audio, mel in loader:
             logs = self.train_step(audio, mel)
             last = dict(logs)
+            out_of_time = time_limit is not None and self._agree(time.perf_counter() - t0 > time_limit)
+            final = self.step == total or out_of_time
             if self.rank == 0:
-                if self.step % tc.log_every == 0 or self.step == total:
+                if self.step % tc.log_every == 0 or final:
                     sps = self.step / max(time.perf_counter() - t0, 1e-9)
                     for k, v in logs.items():
                         self.writer.add_scalar(f"train/{k}", v, self.step)
                     self.writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], self.step)
                     self.writer.add_scalar("train/steps_per_s", sps, self.step)
-                if tc.valid_every and (self.step % tc.valid_every == 0 or self.step == total):
+                if tc.valid_every and (self.step % tc.valid_every == 0 or final):
                     val = self.validate()
                     for k, v in val.items():
                         self.writer.add_scalar(f"valid/{k}", v, self.step)
                     last.update({f"valid_{k}": v for k, v in val.items()})
-                if self.step % tc.save_every == 0 or self.step == total:
+                if self.step % tc.save_every == 0 or final:
                     self.save()
                 if bar is not None:
                     bar.set_postfix(loss=f"{logs['loss']:.4f}")
                     bar.update(1)
-            self._barrier() if self.step % tc.save_every == 0 else None
+            if self.step % tc.save_every == 0 or final:
+                self._barrier()
+            if out_of_time:
+                break
         if bar is not None:
             bar.close()
         if self.writer is not None:
