@@ -10,9 +10,9 @@ $PY -m pip install -q -e ".[test,metrics,onnx]"
 # lmnt-com/diffwave 0.1.7 for the equivalence tests (its torchaudio dependency is not needed for them).
 $PY -m pip install -q --no-deps "diffwave==0.1.7"
 # Debian's TTS engines for the corpus tests (root only; skipped tests say why if they are missing).
-if ! command -v espeak-ng >/dev/null || ! command -v flite >/dev/null || ! command -v text2wave >/dev/null; then
+if ! command -v espeak-ng >/dev/null || ! command -v flite >/dev/null || ! command -v text2wave >/dev/null || ! command -v chromium >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(cat scripts/apt-packages.txt)) >/dev/null 2>&1 \
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(cat scripts/apt-packages.txt)) >/dev/null 2>&1 \
       || echo "warning: could not install the TTS engines (see scripts/apt-packages.txt)" >&2
   fi
 fi

@@ -66,11 +66,10 @@ def discover(source: str | Path) -> tuple[list[dict[str, str]], dict[str, list[s
                 if len(row) >= 4 and row[3].strip():
                     item["speaker"] = row[3].strip()
                 items.append(item)
-        if (src / "splits").is_dir():
-            split = {}
-            for name in SPLITS:
-                f = src / "splits" / f"{name}.txt"
-                split[name] = f.read_text().split() if f.is_file() else []
+        if (src / "splits").is_dir():  # train/valid/test and any extra held-out lists (e.g. an unseen voice)
+            split = {name: [] for name in SPLITS}
+            for f in sorted((src / "splits").glob("*.txt")):
+                split[f.stem] = f.read_text().split()
     else:
         files = sorted(p for p in src.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
         items = [{"id": _item_id(p, src), "path": str(p.resolve())} for p in files]
