@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -144,6 +145,21 @@ class Vocoder:
 
         return sampler.sample(denoise, std, B, length, noise, start=start, device=self.device)
 
+    def _weighted_chunk(self, mel: torch.Tensor, lo: int, a: int, b: int, last: bool, sampler: DiffusionSampler,
+                        noise: NoiseSource, fade: int) -> torch.Tensor:
+        """Vocode the frames ``mel`` (absolute frames ``lo``…) and weight them for the core ``[a, b)``:
+        linear cross-fade ramps of ``fade`` frames centred on ``a`` (unless a = 0) and ``b`` (unless last)."""
+        hop = self.hop
+        seg = self._segment(mel, sampler, noise, lo * hop)
+        n = torch.arange(lo * hop, lo * hop + seg.shape[-1], device=self.device, dtype=torch.float32)
+        half = fade * hop // 2
+        w = torch.ones_like(n)
+        if a > 0:
+            w = w * (((n - (a * hop - half)) / (2 * half)).clamp(0, 1) if half else (n >= a * hop).float())
+        if not last:
+            w = w * ((((b * hop + half) - n) / (2 * half)).clamp(0, 1) if half else (n < b * hop).float())
+        return seg * w
+
     def _vocode_chunked(self, mel: torch.Tensor, sampler: DiffusionSampler, noise: NoiseSource,
                         chunk: int, context: int, fade: int) -> torch.Tensor:
         B, _, frames = mel.shape
@@ -152,23 +168,73 @@ class Vocoder:
             return self._segment(mel, sampler, noise, 0)
         fade = max(0, min(fade, chunk // 2))
         out = torch.zeros(B, frames * hop, device=self.device)
-        half = fade * hop // 2
         for a in range(0, frames, chunk):
             b = min(a + chunk, frames)
             lo, hi = max(0, a - context - fade), min(frames, b + context + fade)
-            seg = self._segment(mel[..., lo:hi], sampler, noise, lo * hop)
-            n = torch.arange(lo * hop, hi * hop, device=self.device, dtype=torch.float32)
-            w = torch.ones_like(n)
-            if a > 0 and half > 0:
-                w = w * ((n - (a * hop - half)) / (2 * half)).clamp(0, 1)
-            elif a > 0:
-                w = w * (n >= a * hop).float()
-            if b < frames and half > 0:
-                w = w * (((b * hop + half) - n) / (2 * half)).clamp(0, 1)
-            elif b < frames:
-                w = w * (n < b * hop).float()
-            out[:, lo * hop:hi * hop] += seg * w
+            out[:, lo * hop:hi * hop] += self._weighted_chunk(mel[..., lo:hi], lo, a, b, b >= frames, sampler, noise, fade)
         return out
+
+    @torch.inference_mode()
+    def stream(self, blocks: Iterable[np.ndarray], steps: int | None = 6, schedule: list[float] | None = None,
+               full: bool = False, seed: int = 0, chunk_frames: int = 64, context_frames: int | None = None,
+               fade_frames: int = 8) -> Iterator[np.ndarray]:
+        """Vocode mel frames as they arrive (e.g. from a TTS model) and yield audio as soon as it is final.
+
+        ``blocks`` yields mels ``[n_mels, k]`` of any k. A chunk of ``chunk_frames`` is vocoded once
+        ``context_frames + fade_frames`` frames beyond it have arrived (the receptive-field look-ahead);
+        the rest is flushed when the input ends. The concatenated output equals
+        ``vocode(all_frames, chunk_frames=..., context_frames=..., fade_frames=...)`` for inputs longer
+        than ``chunk_frames + 2 * fade_frames``.
+        """
+        if self.config.model.conditioning != "mel":
+            raise DiffvocError("this model is not mel-conditioned")
+        sampler = self.sampler(steps, schedule, full)
+        noise = PositionalNoise(seed)
+        ctx = self.default_context(len(sampler)) if context_frames is None else context_frames
+        chunk, hop = max(1, chunk_frames), self.hop
+        fade = max(0, min(fade_frames, chunk // 2))
+        buf = torch.zeros(1, self.config.audio.n_mels, 0, device=self.device)
+        base = 0  # absolute frame index of buf[..., 0]
+        acc = torch.zeros(1, 0, device=self.device)  # pending output from sample `emitted` on
+        emitted, a = 0, 0
+
+        def run(b: int, total: int | None) -> torch.Tensor:
+            lo = max(0, a - ctx - fade)
+            hi = b + ctx + fade if total is None else min(total, b + ctx + fade)
+            return self._weighted_chunk(buf[..., lo - base:hi - base], lo, a, b, total is not None and b >= total,
+                                        sampler, noise, fade), lo
+
+        def add(seg: torch.Tensor, lo: int) -> None:
+            nonlocal acc
+            end = lo * hop + seg.shape[-1]
+            if end - emitted > acc.shape[-1]:
+                acc = torch.cat([acc, acc.new_zeros(1, end - emitted - acc.shape[-1])], dim=-1)
+            start = max(lo * hop, emitted)  # earlier samples are final already (their weight here is 0)
+            acc[:, start - emitted:end - emitted] += seg[:, start - lo * hop:]
+
+        for block in blocks:
+            check_mel(block, self.config.audio.n_mels, "streamed mel block")
+            buf = torch.cat([buf, torch.as_tensor(np.asarray(block, np.float32), device=self.device)[None]], dim=-1)
+            while base + buf.shape[-1] >= a + chunk + ctx + fade:
+                add(*run(a + chunk, None))
+                a += chunk
+                ready = a * hop - fade * hop // 2 - emitted
+                if ready > 0:
+                    yield acc[0, :ready].float().cpu().numpy()
+                    acc, emitted = acc[:, ready:], emitted + ready
+                keep = max(0, a - ctx - fade) - base  # drop frames no later chunk needs
+                buf, base = buf[..., keep:], base + keep
+        total = base + buf.shape[-1]
+        if total == 0:
+            return
+        if a == 0 and total <= chunk + 2 * fade:  # short input: one pass, as vocode() does
+            yield self._segment(buf, sampler, noise, 0)[0].float().cpu().numpy()
+            return
+        while a < total:
+            b = min(a + chunk, total)
+            add(*run(b, total))
+            a = b
+        yield acc[0, : total * hop - emitted].float().cpu().numpy()
 
     def vocode_file(self, path: str | Path, **kw: Any) -> np.ndarray:
         """Analysis–synthesis of an audio file (its mel, vocoded), trimmed to the input's length."""
