@@ -207,12 +207,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=cmd_vocode)
 
-    try:
-        from .corpus import add_corpus_parser
-    except ImportError:
-        pass
-    else:
-        add_corpus_parser(sub)
+    from .corpus import add_corpus_parser
+    from .evaluate import add_evaluate_parser
+    from .export import add_export_parser
+    from .report import add_report_parser
+
+    add_corpus_parser(sub)
+    add_evaluate_parser(sub)
+    add_report_parser(sub)
+    add_export_parser(sub)
     return parser
 
 
