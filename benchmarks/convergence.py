@@ -24,11 +24,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 PRESETS = {
-    # CPU: finishes in about 25 minutes on 2 cores (4 runs, two at a time with one thread each).
+    # CPU: about 25 minutes on 2 cores (4 runs, two at a time with one thread each).
     "cpu": {"model": {"residual_channels": 32, "residual_layers": 10, "dilation_cycle": 10},
             "small": {"residual_channels": 16, "residual_layers": 10, "dilation_cycle": 10},
-            "data": {"crop_frames": 32, "valid_clips": 6, "valid_seconds": 1.5},
-            "train": {"batch_size": 8, "max_steps": 1500, "valid_every": 150, "learning_rate": 1e-3}},
+            "data": {"crop_frames": 24, "valid_clips": 4, "valid_seconds": 1.0},
+            "train": {"batch_size": 4, "max_steps": 1200, "valid_every": 150, "learning_rate": 1e-3}},
     # GPU: the paper's BASE network and batch; ≥ 20k steps when the budget allows.
     "gpu": {"model": {"residual_channels": 64, "residual_layers": 30, "dilation_cycle": 10},
             "small": {"residual_channels": 32, "residual_layers": 30, "dilation_cycle": 10},
