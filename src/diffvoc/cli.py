@@ -208,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_vocode)
 
     from .corpus import add_corpus_parser
+    from .demo import add_demo_parser
     from .evaluate import add_evaluate_parser
     from .export import add_export_parser
     from .report import add_report_parser
@@ -216,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_evaluate_parser(sub)
     add_report_parser(sub)
     add_export_parser(sub)
+    add_demo_parser(sub)
     return parser
 
 

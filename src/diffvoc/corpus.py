@@ -409,6 +409,17 @@ def _render(job: _Job) -> _Rendered:
         return _Rendered(error=" ".join(str(exc).split()) or type(exc).__name__)
 
 
+def speak(text: str, path: str | Path, voice: Voice, rate: int = 22050) -> float:
+    """Speak ``text`` with ``voice`` into a 16-bit wav at ``rate`` (trimmed, peak-normalised as the
+    corpus is); returns its length in seconds. Raises :class:`DiffvocError` if the engine fails."""
+    job = _Job(path=str(path), engine=voice.engine, args=_engine_args(voice, 1.0, None), text=text, rate=rate,
+               top_db=_SPEECH_TRIM_DB, margin_s=_SPEECH_MARGIN_S, clip_s=None)
+    done = _render(job)
+    if done.error:
+        raise DiffvocError(f"{voice.id} could not speak the text: {done.error}")
+    return done.seconds
+
+
 def _ordered_map(
     fn: Callable[[_Job], _Rendered], items: Iterable[tuple[Any, _Job]], workers: int
 ) -> Iterator[tuple[Any, _Job, _Rendered]]:
