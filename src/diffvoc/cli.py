@@ -211,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .demo import add_demo_parser
     from .evaluate import add_evaluate_parser
     from .export import add_export_parser
+    from .gen_metrics import add_classifier_parser
+    from .generation import add_generate_parser
     from .report import add_report_parser
 
     add_corpus_parser(sub)
@@ -218,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_report_parser(sub)
     add_export_parser(sub)
     add_demo_parser(sub)
+    add_generate_parser(sub)
+    add_classifier_parser(sub)
     return parser
 
 
