@@ -85,9 +85,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _inputs_to_mels(vocoder, inputs: list[str]):
-    import numpy as np
-
+def _inputs_to_mels(vocoder, inputs: list[str]) -> tuple[list, list[int]]:
+    """Mels and output lengths (samples) of mel ``.npy`` files or audio files (analysis–synthesis)."""
     from .audio import load_mel
 
     mels, lengths = [], []
@@ -102,10 +101,11 @@ def _inputs_to_mels(vocoder, inputs: list[str]):
             mel, length = vocoder.analyse_file(path)
             mels.append(mel)
             lengths.append(length)
-    return mels, lengths, np
+    return mels, lengths
 
 
 def cmd_vocode(args: argparse.Namespace) -> int:
+    import numpy as np
     import torch
 
     from .io import atomic_write_wav
@@ -124,7 +124,7 @@ def cmd_vocode(args: argparse.Namespace) -> int:
     schedule = parse_schedule(args.schedule) if args.schedule else None
     vocoder = Vocoder.from_pretrained(args.checkpoint, device=args.device)
     sampler = vocoder.sampler(args.steps, schedule, args.full)  # validates the choice before any work
-    mels, lengths, np = _inputs_to_mels(vocoder, args.inputs)
+    mels, lengths = _inputs_to_mels(vocoder, args.inputs)
     targets = [out / (Path(p).name.removesuffix(".npy").rsplit(".", 1)[0] + ".wav") for p in args.inputs] if many else [out]
     if len(set(targets)) != len(targets):
         raise DiffvocError("two inputs would write the same output file; rename one")
