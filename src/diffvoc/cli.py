@@ -213,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .export import add_export_parser
     from .gen_metrics import add_classifier_parser
     from .generation import add_generate_parser
+    from .schedule_search import add_search_schedule_parser
     from .report import add_report_parser
 
     add_corpus_parser(sub)
@@ -222,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_demo_parser(sub)
     add_generate_parser(sub)
     add_classifier_parser(sub)
+    add_search_schedule_parser(sub)
     return parser
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import Config
+from .config import FAST_SCHEDULES, Config
 from .errors import ConfigError, ScheduleError
 from .network import DiffWave
 from .prior import Prior, build_prior
@@ -42,6 +42,8 @@ def build_sampler(cfg: Config, steps: int | None = None, schedule: list[float] |
     table = cfg.diffusion.fast_schedules
     if steps in table:
         return DiffusionSampler.fast(train, table[steps], clamp)
+    if steps in FAST_SCHEDULES and steps != cfg.diffusion.steps:  # a checkpoint saved before this default existed
+        return DiffusionSampler.fast(train, FAST_SCHEDULES[steps], clamp)
     if steps == cfg.diffusion.steps:
         return DiffusionSampler(train, None, clamp)
     avail = sorted(set(table) | {cfg.diffusion.steps})

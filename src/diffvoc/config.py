@@ -18,9 +18,31 @@ import yaml
 from .errors import ConfigError
 
 # DiffWave's paper fast schedules (REFERENCE §1) and PriorGrad's official 12-step schedule (§2).
+# The 2- and 3-step schedules are ours: no paper publishes one for DiffWave's T=50
+# linspace(1e-4, 0.05) training schedule. A WaveGrad-style grid (`diffvoc search-schedule --method
+# grid`, 25 and 61 schedules) on the CPU convergence benchmark's base models (C=32, L=10, 1,200
+# steps, DiffWave and PriorGrad priors, 2 valid clips of data/speech) chose the largest first step
+# and the largest noise level of its grid for both (η_1 ≈ 0.05, η_2 = 0.7 at 2 steps). We keep the
+# noisiest level at most that of the paper's 6-step schedule (1 − γ̄_S ≤ 0.624; 2 steps: 0.62,
+# 3 steps: 0.606), so the defaults are valid wherever the 6-step one is, and took the best of a few
+# such candidates on both models: objective (MR-STFT + log-mel L1) within 4% of the best that grid
+# plus local search found without that limit, on either model. Re-tune per model with
+# `diffvoc search-schedule`.
 FAST_SCHEDULES: dict[int, list[float]] = {
+    2: [0.05, 0.6],
+    3: [0.005, 0.12, 0.55],
     6: [1e-4, 1e-3, 0.01, 0.05, 0.2, 0.5],
     12: [1e-4, 5e-4, 8e-4, 1e-3, 5e-3, 8e-3, 0.01, 0.05, 0.08, 0.1, 0.2, 0.5],
+}
+
+# InferGrad "general" mode (REFERENCE §3, unverified): for each step count K, one [low, high] range
+# per reverse step, noisiest last. Every range contains the default K-step schedule above; the
+# ranges are ordered (high_n <= low_{n+1}) so every draw is increasing, and the all-high corner
+# stays inside the T=50 training range (1 − Π(1 − high) <= 1 − ᾱ_T = 0.7203).
+GENERAL_RANGES: dict[int, list[list[float]]] = {
+    2: [[1e-4, 0.08], [0.2, 0.68]],
+    3: [[1e-4, 5e-3], [5e-3, 0.15], [0.2, 0.65]],
+    6: [[1e-4, 3e-4], [5e-4, 3e-3], [5e-3, 3e-2], [3e-2, 0.1], [0.1, 0.3], [0.3, 0.5]],
 }
 
 
@@ -138,6 +160,58 @@ class TrainConfig:
 
 
 @dataclass
+class InferConfig:
+    """InferGrad's infer loss (Chen et al., ICASSP 2022; REFERENCE §3; :mod:`diffvoc.infergrad`).
+
+    Training adds ``weight`` · L_infer(x̂_0, x_0) to the diffusion loss, where x̂_0 is produced from
+    the prior's noise by the K-step reverse process, run with gradients. Everything InferGrad does
+    not publish is an option here; the defaults are our choices, not the paper's:
+
+    * ``weight`` (λ) 0.1: λ·L_infer is then of the order of the diffusion loss (at the CPU benchmark's
+      scale L_infer ≈ 5 and the diffusion loss ≈ 0.25), so the model stays a valid denoiser.
+    * ``mode``: ``step-specific`` trains one schedule (``schedule``, or else
+      ``diffusion.fast_schedules[steps]``); ``general`` draws, every training step, K uniformly from
+      ``general_steps`` and then each β_n log-uniformly from ``general_ranges[K][n]`` (one
+      ``[low, high]`` per reverse step, noisiest last, ``high_n <= low_{n+1}`` so the schedule is
+      increasing; the all-``high`` corner must lie inside the training range). The draw is a pure
+      function of (``train.seed``, step), so ``--resume`` stays exact and all DDP ranks agree.
+    * the loss: ``magnitude_weight`` × MR-STFT (REFERENCE §5 resolutions) + ``phase_weight`` ×
+      the anti-wrapping phase loss of APNet (``phase``: ``anti_wrapping`` or ``none``) on one STFT of
+      ``phase_fft``/``phase_hop``/``phase_win``, its bins weighted by the target magnitude
+      (``phase_weighting``: ``magnitude`` or ``none``).
+    * cost: the unrolled part uses the first ``crop_frames`` frames of the first ``batch_items``
+      crops of the batch (``None``: all), every ``every`` training steps from ``start_step`` on
+      (useful when training from scratch); ``checkpoint`` recomputes each step's network call in
+      the backward pass (memory of about one step instead of K).
+    * ``clamp``: the inference sampler clamps x to [−1, 1] after every step (hard clamping has zero
+      gradient outside). ``ste`` (default) clamps the forward values exactly as inference does and
+      passes the gradient straight through; ``hard`` is the plain clamp; ``none`` does not clamp.
+    """
+
+    enabled: bool = False
+    weight: float = 0.1  # λ
+    mode: str = "step-specific"  # "step-specific" | "general"
+    steps: int = 2  # K (step-specific), unless `schedule` is given
+    schedule: list[float] | None = None  # step-specific β (then K = its length); None: diffusion.fast_schedules[steps]
+    general_steps: list[int] = field(default_factory=lambda: [2, 3, 6])
+    general_ranges: dict[int, list[list[float]]] = field(
+        default_factory=lambda: {k: [list(r) for r in v] for k, v in GENERAL_RANGES.items()})
+    magnitude_weight: float = 1.0
+    phase: str = "anti_wrapping"  # "anti_wrapping" | "none"
+    phase_weight: float = 0.1
+    phase_fft: int = 1024
+    phase_hop: int = 256
+    phase_win: int = 1024
+    phase_weighting: str = "magnitude"  # "magnitude" | "none"
+    crop_frames: int = 16
+    batch_items: int | None = None
+    every: int = 1
+    start_step: int = 0
+    checkpoint: bool = True
+    clamp: str = "ste"  # "ste" | "hard" | "none"
+
+
+@dataclass
 class Config:
     """Everything that defines a model and how it was trained."""
 
@@ -147,6 +221,7 @@ class Config:
     prior: PriorConfig = field(default_factory=PriorConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    infer: InferConfig = field(default_factory=InferConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -238,7 +313,74 @@ class Config:
             raise ConfigError(f"train.precision must be auto, fp32, bf16 or fp16, got {self.train.precision!r}")
         if self.data.crop_frames < 1 or self.train.batch_size < 1:
             raise ConfigError("data.crop_frames and train.batch_size must be positive")
+        _validate_infer(self)
         return self
+
+
+def _training_noise_range(df: DiffusionConfig) -> tuple[float, float]:
+    """(1 − ᾱ_1, 1 − ᾱ_T) of the linear training schedule: the noise levels a fast schedule may use."""
+    ab_last = 1.0
+    for i in range(df.steps):
+        ab_last *= 1.0 - (df.beta_start + (df.beta_end - df.beta_start) * i / (df.steps - 1))
+    return df.beta_start, 1.0 - ab_last
+
+
+def _check_schedule(betas: list[float], df: DiffusionConfig, what: str) -> None:
+    lo, hi = _training_noise_range(df)
+    if not betas or any(not 0 < b < 1 for b in betas):
+        raise ConfigError(f"{what}: every β must lie in (0, 1), got {betas}")
+    if any(b2 < b1 for b1, b2 in zip(betas, betas[1:])):
+        raise ConfigError(f"{what}: β must not decrease, got {betas}")
+    prod = 1.0
+    for b in betas:
+        prod *= 1.0 - b
+    if betas[0] < lo * (1 - 1e-9) or 1.0 - prod > hi * (1 + 1e-9):
+        raise ConfigError(f"{what}: noise levels [{betas[0]:.4g}, {1 - prod:.4g}] leave the training range "
+                          f"[{lo:.4g}, {hi:.4g}]")
+
+
+def _validate_infer(cfg: "Config") -> None:
+    ic, df = cfg.infer, cfg.diffusion
+    if ic.mode not in ("step-specific", "general"):
+        raise ConfigError(f"infer.mode must be step-specific or general, got {ic.mode!r}")
+    if ic.phase not in ("anti_wrapping", "none"):
+        raise ConfigError(f"infer.phase must be anti_wrapping or none, got {ic.phase!r}")
+    if ic.phase_weighting not in ("magnitude", "none"):
+        raise ConfigError(f"infer.phase_weighting must be magnitude or none, got {ic.phase_weighting!r}")
+    if ic.clamp not in ("ste", "hard", "none"):
+        raise ConfigError(f"infer.clamp must be ste, hard or none, got {ic.clamp!r}")
+    if min(ic.weight, ic.magnitude_weight, ic.phase_weight) < 0:
+        raise ConfigError("infer.weight, infer.magnitude_weight and infer.phase_weight must be >= 0")
+    if not (ic.phase_hop > 0 and 0 < ic.phase_win <= ic.phase_fft):
+        raise ConfigError("infer needs phase_hop > 0 and 0 < phase_win <= phase_fft")
+    if ic.every < 1 or ic.start_step < 0 or ic.steps < 1 or (ic.batch_items is not None and ic.batch_items < 1):
+        raise ConfigError("infer.every, infer.steps and infer.batch_items must be >= 1, infer.start_step >= 0")
+    # MR-STFT's largest FFT (2048) reflect-pads by 1024 samples: the infer crop must be longer.
+    need = max(2048, ic.phase_fft) // 2 + 1
+    if ic.crop_frames * cfg.audio.hop_length < need:
+        raise ConfigError(f"infer.crop_frames × hop = {ic.crop_frames * cfg.audio.hop_length} samples; "
+                          f"the infer loss's STFTs need at least {need}")
+    for k, ranges in ic.general_ranges.items():
+        if len(ranges) != k or any(len(r) != 2 or not 0 < r[0] <= r[1] < 1 for r in ranges):
+            raise ConfigError(f"infer.general_ranges[{k}] must be {k} pairs [low, high] with 0 < low <= high < 1")
+        if any(a[1] > b[0] for a, b in zip(ranges, ranges[1:])):
+            raise ConfigError(f"infer.general_ranges[{k}] must be ordered (high_n <= low_(n+1))")
+    if not ic.enabled:
+        return
+    if ic.mode == "step-specific":
+        betas = ic.schedule if ic.schedule is not None else df.fast_schedules.get(ic.steps)
+        if betas is None:
+            raise ConfigError(f"infer.steps={ic.steps}: no such schedule in diffusion.fast_schedules "
+                              f"(have {sorted(df.fast_schedules)}); set infer.schedule")
+        _check_schedule(betas, df, "infer.schedule")
+    else:
+        if not ic.general_steps:
+            raise ConfigError("infer.general_steps must name at least one step count")
+        for k in ic.general_steps:
+            if k not in ic.general_ranges:
+                raise ConfigError(f"infer.general_steps has {k} but infer.general_ranges has no {k}-step ranges")
+            _check_schedule([r[0] for r in ic.general_ranges[k]], df, f"infer.general_ranges[{k}] (low corner)")
+            _check_schedule([r[1] for r in ic.general_ranges[k]], df, f"infer.general_ranges[{k}] (high corner)")
 
 
 def apply_presets(d: dict[str, Any]) -> dict[str, Any]:

@@ -8,6 +8,13 @@ the network the aligned fractional step t_n (:meth:`NoiseSchedule.align`).
 Noise comes from a :class:`NoiseSource`. :class:`PositionalNoise` makes each sample's noise a
 function of (seed, batch item, draw, absolute position), so that chunked, streamed and whole-file
 vocoding draw the same noise and agree.
+
+Training through the sampler (InferGrad, :mod:`diffvoc.infergrad`): :meth:`DiffusionSampler.sample`
+is differentiable when called with gradients enabled. ``checkpoint=True`` wraps each step's network
+call in :func:`torch.utils.checkpoint.checkpoint`, so the backward pass keeps only x_n per step
+and recomputes one network call at a time (memory of about one step instead of K). ``clamp``
+chooses what the [−1, 1] clamp does to gradients (``hard``: zero outside, as inference; ``ste``:
+the same forward values with the gradient passed straight through; ``none``: no clamp).
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
+from torch.utils.checkpoint import checkpoint as _checkpoint
 
 from .schedule import NoiseSchedule
 
@@ -45,6 +53,16 @@ class GivenNoise(NoiseSource):
 
     def __call__(self, draw, batch, start, length, device):
         return self.draws[draw][:, start:start + length].to(device)
+
+
+class GeneratorNoise(NoiseSource):
+    """Sequential draws from a seeded :class:`torch.Generator` (training: noise is a function of the seed)."""
+
+    def __init__(self, generator: torch.Generator) -> None:
+        self.generator = generator
+
+    def __call__(self, draw, batch, start, length, device):
+        return torch.randn(batch, length, device=device, generator=self.generator)
 
 
 class PositionalNoise(NoiseSource):
@@ -98,22 +116,35 @@ class DiffusionSampler:
         return len(self.inference)
 
     def sample(self, denoise: Denoiser, std: torch.Tensor, batch: int, length: int, noise: NoiseSource,
-               start: int = 0, device: torch.device | str = "cpu", x_start: torch.Tensor | None = None) -> torch.Tensor:
+               start: int = 0, device: torch.device | str = "cpu", x_start: torch.Tensor | None = None,
+               checkpoint: bool = False, clamp: str | None = None) -> torch.Tensor:
         """Run the reverse process; returns x_0 ``[batch, length]``.
 
         ``std`` is the prior's σ (``[B, length]`` or ``[B, 1]``); ``start`` is the absolute sample
         offset of this segment (for :class:`PositionalNoise`); ``x_start`` overrides x_T.
+        Differentiable under grad mode: ``checkpoint`` recomputes each network call in the backward
+        pass instead of storing its activations; ``clamp`` (``hard`` | ``ste`` | ``none``) overrides
+        the sampler's own clamping (``None``: ``hard`` if the sampler clamps, else ``none``).
         """
         device = torch.device(device)
+        mode = clamp if clamp is not None else ("hard" if self.clamp else "none")
+        if mode not in ("hard", "ste", "none"):
+            raise ValueError(f"clamp must be hard, ste or none, got {mode!r}")
+        use_ckpt = checkpoint and torch.is_grad_enabled()
         x = std * noise(0, batch, start, length, device) if x_start is None else x_start
         n_steps = len(self)
         step_t = torch.tensor(self.steps, dtype=torch.float32, device=device)
         for n in range(n_steps - 1, -1, -1):
             t = (step_t[n].round().long() if self.full else step_t[n]).expand(batch)
-            eps = denoise(x, t).squeeze(1).to(x.dtype)
+            # ε_θ(x_n, t_n, c); under checkpointing only x_n is kept for the backward pass
+            eps = _checkpoint(denoise, x, t, use_reentrant=False) if use_ckpt else denoise(x, t)
+            eps = eps.squeeze(1).to(x.dtype)
+            # x_{n−1} = (x_n − β_n/√(1 − ᾱ_n) ε_θ)/√α_n  (c1 = 1/√α_n, c2 = β_n/√(1 − ᾱ_n))
             x = self.c1[n] * (x - self.c2[n] * eps)
-            if n > 0:
+            if n > 0:  # + σ_n · (prior std) · z, σ_n = √((1 − ᾱ_{n−1})/(1 − ᾱ_n) β_n)
                 x = x + self.sigma[n] * (std * noise(n_steps - n, batch, start, length, device))
-            if self.clamp:
+            if mode == "hard":
                 x = x.clamp(-1.0, 1.0)
+            elif mode == "ste":  # forward: the clamp; backward: identity
+                x = x + (x.clamp(-1.0, 1.0) - x).detach()
         return x

@@ -4,6 +4,11 @@ Multi-GPU (or multi-process CPU) training is PyTorch DDP under ``torchrun``: eve
 RANK/WORLD_SIZE/LOCAL_RANK from the environment; ``train.batch_size`` is the global batch.
 Each step's batch and diffusion noise are pure functions of (seed, step, rank), so ``--resume``
 continues exactly where the run stopped.
+
+InferGrad (``infer.enabled``, :mod:`diffvoc.infergrad`): each step also runs the K-step reverse
+process from the prior's noise with gradients and adds ``infer.weight`` · L_infer(x̂_0, x_0) to
+the diffusion loss; its schedule (general mode) and noise are pure functions of (seed, step, rank)
+too. Fine-tuning from a trained model (``--init-from``) is the intended use.
 """
 
 from __future__ import annotations
@@ -27,9 +32,10 @@ from .components import build, build_sampler
 from .config import Config
 from .data import CropDataset, ensure_features, load_clips, load_stats
 from .errors import DiffvocError, TrainingError
+from .infergrad import InferLoss, InferLossTerms, infer_noise_generator, infer_schedule, unrolled_sample
 from .losses import DiffusionLoss, log_mel_l1
 from .metrics import MultiResolutionSTFTLoss
-from .sampler import PositionalNoise
+from .sampler import DiffusionSampler, PositionalNoise
 from .vocoder import load_weights
 
 
@@ -111,6 +117,7 @@ class Trainer:
             if self.rank == 0 else []
         self.mel_fn = MelSpectrogram(config.audio).to(self.device)
         self.mr_stft = MultiResolutionSTFTLoss().to(self.device)
+        self.infer_loss = InferLoss(config.infer).to(self.device) if config.infer.enabled else None
         self._t0 = time.perf_counter()
         self.writer = None
         if self.rank == 0:
@@ -145,11 +152,17 @@ class Trainer:
         with self._autocast():
             eps = self.ddp(batch.x_t, batch.t, self.prior.conditioner(mel))
         loss = self.loss_fn(eps, batch)
-        if not torch.isfinite(loss):
+        logs: dict[str, float] = {}
+        total = loss
+        if self._infer_now():
+            terms, k = self._infer_terms(audio, mel)
+            total = loss + self.cfg.infer.weight * terms.total  # L = L_diffusion + λ · L_infer
+            logs = {"diffusion_loss": loss.item(), **terms.scalars(), "infer_steps": float(k)}
+        if not torch.isfinite(total):
             raise TrainingError(f"non-finite loss at step {self.step + 1} (precision {self.precision}, "
                                 f"lr {self.cfg.train.learning_rate}); lower the learning rate or use fp32")
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        self.scaler.scale(total).backward()
         self.scaler.unscale_(self.optimizer)
         clip = self.cfg.train.grad_clip
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip if clip else float("inf"))
@@ -159,7 +172,28 @@ class Trainer:
         self.scaler.update()
         self.step += 1
         self._update_ema()
-        return {"loss": loss.item(), "grad_norm": float(norm)}
+        return {"loss": total.item(), "grad_norm": float(norm), **logs}
+
+    def _infer_now(self) -> bool:
+        ic = self.cfg.infer
+        return (self.infer_loss is not None and self.step >= ic.start_step
+                and (self.step - ic.start_step) % ic.every == 0)
+
+    def _infer_terms(self, audio: torch.Tensor, mel: torch.Tensor) -> tuple[InferLossTerms, int]:
+        """InferGrad's term on the first ``infer.batch_items`` crops cut to ``infer.crop_frames``:
+        x̂_0 by the unrolled K-step reverse process (with gradients), then L_infer(x̂_0, x_0)."""
+        ic, hop = self.cfg.infer, self.cfg.audio.hop_length
+        frames = min(ic.crop_frames, mel.shape[-1])
+        items = min(ic.batch_items or audio.shape[0], audio.shape[0])
+        x0, m = audio[:items, : frames * hop], mel[:items, :, :frames]
+        betas = infer_schedule(self.cfg, self.step)
+        g = infer_noise_generator(self.cfg.train.seed, self.step, self.rank, self.device)
+        # the raw module, not the DDP wrapper: its parameters' gradients are summed with the diffusion
+        # forward's in the same backward pass, so DDP's reducer still sees one gradient per parameter
+        with self._autocast():
+            x0_hat = unrolled_sample(self.model, self.prior, self.schedule, betas, m, x0.shape[-1], g,
+                                     checkpoint=ic.checkpoint, clamp=ic.clamp)
+        return self.infer_loss(x0_hat.float(), x0.float()), len(betas)
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -185,6 +219,8 @@ class Trainer:
             sampler = build_sampler(self.cfg, steps=self.cfg.train.valid_steps)
         except DiffvocError:
             sampler = build_sampler(self.cfg, full=True)
+        extra = self._infer_valid_samplers()
+        extra_vals: dict[str, list[float]] = {}
         for i, (_, audio, mel) in enumerate(self.valid):
             a = torch.from_numpy(audio).unsqueeze(0).to(self.device)
             m = torch.from_numpy(mel).unsqueeze(0).to(self.device)
@@ -200,6 +236,12 @@ class Trainer:
             sc, mag = self.mr_stft(x.float(), a.float())
             mrs.append((sc + mag).item())
             samples.append(x[0].float().cpu())
+            for k, s in extra.items():
+                y = s.sample(lambda x, t: self.model.denoise(x, t, cond), std, 1, a.shape[-1],
+                             PositionalNoise(i), device=self.device)
+                sc, mag = self.mr_stft(y.float(), a.float())
+                extra_vals.setdefault(f"log_mel_l1_{k}steps", []).append(log_mel_l1(self.mel_fn(y), m).item())
+                extra_vals.setdefault(f"mr_stft_{k}steps", []).append((sc + mag).item())
         self.model.load_state_dict(raw)
         self.model.train()
         if self.writer is not None:
@@ -212,9 +254,24 @@ class Trainer:
                                           self.cfg.audio.sample_rate)
                     self.writer.add_image(f"reference/mel_{i}", _mel_image(torch.from_numpy(mel)), 0)
         out = {"loss": float(np.mean(losses)), "log_mel_l1": float(np.mean(l1s)), "mr_stft": float(np.mean(mrs))}
+        out.update({k: float(np.mean(v)) for k, v in extra_vals.items()})
         with open(self.run_dir / "valid.jsonl", "a") as f:
             f.write(json.dumps({"step": self.step, "time_s": round(time.perf_counter() - self._t0, 2), **out}) + "\n")
         return out
+
+    def _infer_valid_samplers(self) -> dict[int, DiffusionSampler]:
+        """With the infer loss on: the few-step samplers it trains (step-specific: its schedule;
+        general: the stored schedule of each K in ``general_steps``), besides ``train.valid_steps``."""
+        ic = self.cfg.infer
+        if not ic.enabled:
+            return {}
+        if ic.mode == "step-specific":
+            betas = infer_schedule(self.cfg, self.step)
+            if len(betas) == self.cfg.train.valid_steps and betas == self.cfg.diffusion.fast_schedules.get(len(betas)):
+                return {}
+            return {len(betas): DiffusionSampler.fast(self.schedule, betas, self.cfg.diffusion.clamp)}
+        return {k: build_sampler(self.cfg, steps=k) for k in ic.general_steps
+                if k in self.cfg.diffusion.fast_schedules and k != self.cfg.train.valid_steps}
 
     def save(self) -> Path:
         """Write ``ckpt-<step>`` atomically, point ``latest`` at it and prune old checkpoints."""
