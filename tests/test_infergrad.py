@@ -209,7 +209,7 @@ def test_checkpointing_keeps_peak_memory_near_one_step():
 
 def _fixed_infer_loss(tr: Trainer, batch) -> float:
     """The infer loss of the trainer's raw model on a fixed batch, schedule and noise."""
-    audio, mel = batch
+    audio, mel, _ = batch
     with torch.no_grad():
         g = infer_noise_generator(0, 10**6, 0, tr.device)
         y = unrolled_sample(tr.model, tr.prior, tr.schedule, infer_schedule(tr.cfg, 0), mel[:, :, :8], 8 * 256, g)

@@ -86,8 +86,9 @@ def test_short_clips_are_padded_not_dropped(tmp_path):
     c = make_corpus(tmp_path / "c", n=4, seconds=0.1)  # at most 11 frames, crops of 16
     preprocess(c, tmp_path / "d", AudioConfig(), jobs=1)
     ds = CropDataset(tmp_path / "d", AudioConfig(), crop_frames=16, batch_size=3)
-    audio, mel = ds[0]
+    audio, mel, label = ds[0]
     assert audio.shape == (3, 16 * 256) and mel.shape == (3, 80, 16)
+    assert torch.all(label == -1)  # no classes in a speech corpus
     assert torch.all(audio[:, -256:] == 0) and torch.all(mel[:, :, -1] == float(np.log(1e-5)))
     assert len(ds.ids) == 2  # 4 clips, deterministic valid/test take 1 each, none dropped
 

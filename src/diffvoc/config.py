@@ -305,6 +305,8 @@ class Config:
             raise ConfigError(f"prior.kind must be standard or priorgrad, got {pr.kind!r}")
         if pr.kind == "priorgrad" and m.conditioning != "mel":
             raise ConfigError("the PriorGrad prior needs a mel-conditioned model")
+        if self.infer.enabled and m.conditioning != "mel":
+            raise ConfigError("the infer loss is implemented for mel-conditioned models only")
         if pr.upsample not in ("repeat", "smooth"):
             raise ConfigError(f"prior.upsample must be repeat or smooth, got {pr.upsample!r}")
         if not 0 < pr.sigma_min <= 1:

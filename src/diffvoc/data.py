@@ -70,6 +70,16 @@ def discover(source: str | Path) -> tuple[list[dict[str, str]], dict[str, list[s
             split = {name: [] for name in SPLITS}
             for f in sorted((src / "splits").glob("*.txt")):
                 split[f.stem] = f.read_text().split()
+    elif _is_class_layout(src):  # SC09-like: SPLIT/CLASS/*.wav; labels are the sorted class names' indices
+        classes = class_names(src)
+        split = {name: [] for name in SPLITS}
+        for sub in sorted(p for p in src.iterdir() if p.is_dir()):
+            for label, cls in enumerate(classes):
+                for p in sorted((sub / cls).glob("*")) if (sub / cls).is_dir() else []:
+                    if p.suffix.lower() in AUDIO_EXTENSIONS:
+                        rid = _item_id(p, src)
+                        items.append({"id": rid, "path": str(p.resolve()), "label": label, "class": cls})
+                        split.setdefault(sub.name, []).append(rid)
     else:
         files = sorted(p for p in src.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
         items = [{"id": _item_id(p, src), "path": str(p.resolve())} for p in files]
@@ -79,6 +89,21 @@ def discover(source: str | Path) -> tuple[list[dict[str, str]], dict[str, list[s
     if len(set(ids)) != len(ids):
         raise DiffvocError(f"{src}: duplicate item ids")
     return items, split
+
+
+DIGIT_CLASSES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
+def _is_class_layout(src: Path) -> bool:
+    return (src / "train").is_dir() and any(p.is_dir() for p in (src / "train").iterdir())
+
+
+def class_names(src: Path) -> list[str]:
+    """Class folder names of an SC09-like corpus, in label order (zero..nine for digits, else sorted)."""
+    found = sorted({p.name for sub in src.iterdir() if sub.is_dir() for p in sub.iterdir() if p.is_dir()})
+    if set(found) <= set(DIGIT_CLASSES):
+        return [c for c in DIGIT_CLASSES if c in found]
+    return found
 
 
 def _item_id(path: Path, base: Path) -> str:
@@ -226,23 +251,33 @@ class CropDataset(torch.utils.data.Dataset):
         w = np.maximum(self.frames, crop_frames).astype(np.float64)
         self.p = w / w.sum()
         self.pad_value = 0.0 if cfg.preset == "lmnt" else float(np.log(1e-5))
+        by_id = {it["id"]: it for it in record["items"]}
+        self.labels = np.array([int(by_id[i].get("label", -1)) for i in self.ids], np.int64)
 
     def __len__(self) -> int:
         return 1 << 40
 
-    def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(audio [B, crop·hop], mel [B, n_mels, crop], label [B]: −1 where the corpus has no classes)."""
         rng = np.random.default_rng([self.seed, step, self.rank])
         hop, crop = self.cfg.hop_length, self.crop
         audio = np.zeros((self.batch_size, crop * hop), np.float32)
         mel = np.full((self.batch_size, self.cfg.n_mels, crop), self.pad_value, np.float32)
-        for b, k in enumerate(rng.choice(len(self.ids), size=self.batch_size, p=self.p)):
+        picks = rng.choice(len(self.ids), size=self.batch_size, p=self.p)
+        for b, k in enumerate(picks):
             rid, n = self.ids[k], int(self.frames[k])
             start = int(rng.integers(0, max(n - crop, 0) + 1))
             m = np.load(self.dir / f"{rid}.mel.npy", mmap_mode="r")[:, start:start + crop]
             a = np.load(self.dir / f"{rid}.wav.npy", mmap_mode="r")[start * hop:(start + crop) * hop]
             mel[b, :, :m.shape[-1]] = m
             audio[b, :len(a)] = a.astype(np.float32) / 32767
-        return torch.from_numpy(audio), torch.from_numpy(mel)
+        return torch.from_numpy(audio), torch.from_numpy(mel), torch.from_numpy(self.labels[picks])
+
+
+def item_labels(data_dir: str | Path, ids: list[str]) -> list[int]:
+    """Class labels of items (−1 for a corpus without classes)."""
+    by_id = {it["id"]: int(it.get("label", -1)) for it in load_record(data_dir)["items"]}
+    return [by_id.get(i, -1) for i in ids]
 
 
 def load_clips(data_dir: str | Path, cfg: AudioConfig, split: str, count: int,

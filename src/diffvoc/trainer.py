@@ -30,7 +30,7 @@ from .audio import MelSpectrogram
 from .checkpoint import load_checkpoint, save_checkpoint, write_latest
 from .components import build, build_sampler
 from .config import Config
-from .data import CropDataset, ensure_features, load_clips, load_stats
+from .data import CropDataset, ensure_features, item_labels, load_clips, load_stats
 from .errors import DiffvocError, TrainingError
 from .infergrad import InferLoss, InferLossTerms, infer_noise_generator, infer_schedule, unrolled_sample
 from .losses import DiffusionLoss, log_mel_l1
@@ -143,14 +143,26 @@ class Trainer:
             return torch.autocast(self.device.type, dtype=dtype)
         return contextlib.nullcontext()
 
-    def train_step(self, audio: torch.Tensor, mel: torch.Tensor) -> dict[str, float]:
+    def _conditioning(self, mel: torch.Tensor, label: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """The network's conditioning inputs: the mel (through the prior), a class label, or nothing."""
+        kind = self.cfg.model.conditioning
+        if kind == "mel":
+            return {"mel": self.prior.conditioner(mel)}
+        if kind == "class":
+            if label is None or bool((label < 0).any()):
+                raise TrainingError("a class-conditional model needs labelled data (an SPLIT/CLASS/*.wav corpus)")
+            return {"label": label}
+        return {}
+
+    def train_step(self, audio: torch.Tensor, mel: torch.Tensor, label: torch.Tensor | None = None) -> dict[str, float]:
         """One optimisation step on a batch; returns the logged scalars."""
         audio, mel = audio.to(self.device, non_blocking=True), mel.to(self.device, non_blocking=True)
+        label = label.to(self.device) if label is not None else None
         g = torch.Generator(device=self.device).manual_seed(self.cfg.train.seed * 1_000_003 + self.step * 97 + self.rank)
         std = self.prior.std(mel, audio.shape[-1])
         batch = self.loss_fn.q_sample(audio, std, generator=g)
         with self._autocast():
-            eps = self.ddp(batch.x_t, batch.t, self.prior.conditioner(mel))
+            eps = self.ddp(batch.x_t, batch.t, **self._conditioning(mel, label))
         loss = self.loss_fn(eps, batch)
         logs: dict[str, float] = {}
         total = loss
@@ -210,6 +222,8 @@ class Trainer:
         """Diffusion loss at fixed steps and noise, and the log-mel L1 of fast sampling (EMA weights)."""
         if not self.valid:
             return {}
+        if self.cfg.model.conditioning != "mel":
+            return self._validate_generative()
         raw = {k: v.clone() for k, v in self.model.state_dict().items()}
         self.model.load_state_dict(self.ema)
         self.model.eval()
@@ -273,6 +287,38 @@ class Trainer:
         return {k: build_sampler(self.cfg, steps=k) for k in ic.general_steps
                 if k in self.cfg.diffusion.fast_schedules and k != self.cfg.train.valid_steps}
 
+    @torch.no_grad()
+    def _validate_generative(self) -> dict[str, float]:
+        """Class-conditional / unconditional models: diffusion loss on held-out clips at fixed steps
+        and noise (EMA weights), and one generated clip per validation clip's label to TensorBoard."""
+        raw = {k: v.clone() for k, v in self.model.state_dict().items()}
+        self.model.load_state_dict(self.ema)
+        self.model.eval()
+        T = self.cfg.diffusion.steps
+        labels = item_labels(self.cfg.data.path, [c[0] for c in self.valid])
+        losses = []
+        for i, ((_, audio, mel), lab) in enumerate(zip(self.valid, labels)):
+            a = torch.from_numpy(audio).unsqueeze(0).to(self.device)
+            label = torch.tensor([lab], device=self.device)
+            cond = self.model.condition(label=label) if self.cfg.model.conditioning == "class" else None
+            std = self.prior.std(None, a.shape[-1], batch=1, device=self.device)
+            g = torch.Generator(device=self.device).manual_seed(1234 + i)
+            for t in np.linspace(0, T - 1, 5).round().astype(int):
+                batch = self.loss_fn.q_sample(a, std, t=torch.tensor([t], device=self.device), generator=g)
+                losses.append(self.loss_fn(self.model.denoise(batch.x_t, batch.t, cond), batch).item())
+            if self.writer is not None and i < self.cfg.train.audio_log_clips:
+                sampler = build_sampler(self.cfg, steps=self.cfg.train.valid_steps)
+                x = sampler.sample(lambda x, t: self.model.denoise(x, t, cond), std, 1, a.shape[-1],
+                                   PositionalNoise(i), device=self.device)
+                self.writer.add_audio(f"valid/generated_{i}", x[0].float().cpu().unsqueeze(0), self.step,
+                                      self.cfg.audio.sample_rate)
+        self.model.load_state_dict(raw)
+        self.model.train()
+        out = {"loss": float(np.mean(losses))}
+        with open(self.run_dir / "valid.jsonl", "a") as f:
+            f.write(json.dumps({"step": self.step, "time_s": round(time.perf_counter() - self._t0, 2), **out}) + "\n")
+        return out
+
     def save(self) -> Path:
         """Write ``ckpt-<step>`` atomically, point ``latest`` at it and prune old checkpoints."""
         name = f"ckpt-{self.step:08d}"
@@ -307,8 +353,8 @@ class Trainer:
         self.model.train()
         last: dict[str, Any] = {}
         t0 = time.perf_counter()
-        for audio, mel in loader:
-            logs = self.train_step(audio, mel)
+        for audio, mel, label in loader:
+            logs = self.train_step(audio, mel, label)
             last = dict(logs)
             out_of_time = time_limit is not None and self._agree(time.perf_counter() - t0 > time_limit)
             final = self.step == total or out_of_time
