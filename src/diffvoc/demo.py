@@ -56,13 +56,14 @@ def run_demo(out: str | Path = "diffvoc-demo", inputs: list[str] | None = None, 
     rate = load_checkpoint(ckpt).config.audio.sample_rate
     if out.exists() and not (out / "results.json").exists() and any(out.iterdir()):
         raise DiffvocError(f"{out} exists and is not an earlier demo folder; choose another -o")
+    for p in inputs or []:
+        load_audio(p)  # refuse bad input before anything is written
     work = out / "inputs"
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
     if inputs:
         for p in inputs:
-            load_audio(p)  # refuse bad input before any work
             shutil.copy(p, work / Path(p).name)
     else:
         if not 1 <= sentences <= len(DEMO_SENTENCES):
