@@ -24,7 +24,6 @@ import datetime as _dt
 import json
 import math
 import os
-import platform
 import shlex
 import sys
 import time
@@ -38,6 +37,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from diffvoc.errors import DiffvocError  # noqa: E402
+from diffvoc.io import cpu_name, plain  # noqa: E402
 
 DEFAULT_CLASSIFIER = ROOT / "benchmarks" / "results" / "digit_classifier"
 # REFERENCE §1: DiffWave on SC09 (1,000 samples, metrics from a classifier trained on SC09).
@@ -104,31 +104,6 @@ def format_markdown(results: dict[str, Any]) -> str:
         f"Device {m['device']} ({m['device_name']}), {m['threads']} threads, torch {m['torch']}.", "",
         f"Command: `{m['command']}`", "",
     ])
-
-
-def _plain(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _plain(obj.tolist())
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _display_path(path: str | Path) -> str:
@@ -229,7 +204,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
             "alpha": args.alpha,
             "clip_seconds": 1.0,
             "device": args.device,
-            "device_name": torch.cuda.get_device_name() if args.device == "cuda" else _cpu_name(),
+            "device_name": torch.cuda.get_device_name() if args.device == "cuda" else cpu_name(),
             "threads": torch.get_num_threads(),
             "torch": str(torch.__version__),
             "seconds": round(time.perf_counter() - t_all, 1),
@@ -294,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     from diffvoc.io import atomic_write_text
 
-    atomic_write_text(out, json.dumps(_plain(results), indent=1, allow_nan=False) + "\n")
+    atomic_write_text(out, json.dumps(plain(results, nan_as_none=True), indent=1, allow_nan=False) + "\n")
     atomic_write_text(out.with_suffix(".md"), format_markdown(results))
     print(format_table(results["rows"]))
     print(f"\nwrote {out} and {out.with_suffix('.md')}")

@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 
 from .config import AudioConfig, Config, ConfigError, ModelConfig, apply_presets
 from .errors import CheckpointError
-from .io import atomic_dir, atomic_write_text
+from .io import atomic_dir, atomic_write_text, plain
 
 CONFIG = "config.yaml"
 STATS = "stats.yaml"
@@ -67,7 +67,7 @@ def save_checkpoint(path: str | Path, config: Config, stats: dict[str, Any], wei
     path = Path(path)
     with atomic_dir(path) as tmp:
         (tmp / CONFIG).write_text(config.to_yaml())
-        (tmp / STATS).write_text(yaml.safe_dump(_plain(stats), sort_keys=True))
+        (tmp / STATS).write_text(yaml.safe_dump(plain(stats), sort_keys=True))
         w = _contiguous(weights)
         if dtype is not None:
             w = {k: v.to(dtype) if v.is_floating_point() else v for k, v in w.items()}
@@ -80,25 +80,10 @@ def save_checkpoint(path: str | Path, config: Config, stats: dict[str, Any], wei
             opt = state.pop("optimizer", None)
             if opt is not None:
                 tensors, meta["optimizer"] = _flatten_optimizer(opt)
-            meta.update(_plain(state))
+            meta.update(plain(state))
             save_file(tensors, str(tmp / STATE_TENSORS))
             (tmp / STATE_META).write_text(json.dumps(meta, indent=1))
     return path
-
-
-def _plain(obj: Any) -> Any:
-    """Convert numpy/torch scalars and tuples to plain YAML/JSON types."""
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, (np.generic,)):
-        return obj.item()
-    if isinstance(obj, torch.Tensor):
-        return obj.tolist()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return obj
 
 
 def _flatten_optimizer(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -109,7 +94,7 @@ def _flatten_optimizer(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dic
                 tensors[f"optimizer.{idx}.{name}"] = value.detach().cpu().contiguous()
             else:
                 scalars[f"{idx}.{name}"] = value
-    return tensors, {"param_groups": _plain(sd["param_groups"]), "scalars": scalars}
+    return tensors, {"param_groups": plain(sd["param_groups"]), "scalars": scalars}
 
 
 def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:

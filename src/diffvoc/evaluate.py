@@ -45,7 +45,7 @@ from .checkpoint import LATEST, Checkpoint, load_checkpoint
 from .config import AudioConfig
 from .data import DATASET, discover, feature_dir, load_record
 from .errors import AudioError, DiffvocError, ScheduleError
-from .io import atomic_dir, atomic_write_text, atomic_write_wav
+from .io import atomic_dir, atomic_write_text, atomic_write_wav, cpu_name, plain
 
 __all__ = [
     "DISPLAY_NAMES",
@@ -470,7 +470,6 @@ def evaluate(checkpoints: list[str], data: str | Path, *, split: str | None = No
                     return vocoder.vocode(u.mel, steps=None if full else s, full=full, seed=seed)[: len(u.audio)]
 
                 _run_system(model, utts, sr, synth, dev, memory, mel_fn, groups, rows, save_root, log, warm)
-            del vocoder
 
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION,
@@ -561,7 +560,7 @@ def _meta(cks: list[Checkpoint], given: list[str], labels: list[str], steps: lis
         "command": command,
         "diffvoc_version": __version__, "torch_version": torch.__version__, "python": sys.version.split()[0],
         "device": str(dev),
-        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name(),
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_name(),
         "threads": torch.get_num_threads(),
         "checkpoints": [{"label": lab, "path": str(Path(g).resolve()),
                          "resolved": str(Path(ck.path).resolve()) if ck.path is not None else None,
@@ -578,35 +577,9 @@ def _meta(cks: list[Checkpoint], given: list[str], labels: list[str], steps: lis
     }
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
-
-
 # ---------------------------------------------------------------------------------------------------
 # Output
 # ---------------------------------------------------------------------------------------------------
-
-
-def _plain(obj: Any) -> Any:
-    """NaN and infinities become ``null`` (JSON has no NaN); numpy scalars become Python numbers."""
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def fmt_stat(stat: dict[str, Any] | None) -> str:
@@ -670,7 +643,7 @@ def write_results(results: dict[str, Any], output: str | Path) -> Path:
     if results["meta"].get("save_audio"):  # lets a report find the audio when both folders move together
         parent = output.resolve().parent
         results["meta"]["save_audio_relative"] = os.path.relpath(results["meta"]["save_audio"], parent)
-    atomic_write_text(output, json.dumps(_plain(results), indent=1, allow_nan=False) + "\n")
+    atomic_write_text(output, json.dumps(plain(results, nan_as_none=True), indent=1, allow_nan=False) + "\n")
     atomic_write_text(md, format_markdown(results))
     return md
 

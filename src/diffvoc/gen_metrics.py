@@ -60,6 +60,7 @@ import yaml
 
 from .config import AudioConfig
 from .errors import DiffvocError
+from .io import plain
 
 WEIGHTS_NAME = "classifier.safetensors"
 META_NAME = "classifier.yaml"
@@ -248,7 +249,7 @@ class DigitClassifier:
             "format_version": FORMAT_VERSION,
             "config": asdict(self.cfg),
             "normalisation": {"mean": [float(v) for v in self.mean.cpu()], "std": [float(v) for v in self.std.cpu()]},
-            "info": _plain(self.info),
+            "info": plain(self.info),
         }
         state = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
         with atomic_dir(out) as tmp:
@@ -300,20 +301,6 @@ class DigitClassifier:
         """p*(y): the label distribution of the real training set (for the AM score)."""
         p = self.info.get("train_label_distribution")
         return None if p is None else np.asarray(p, np.float64)
-
-
-def _plain(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _plain(obj.tolist())
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, str):
-        return str(obj)  # e.g. torch's TorchVersion, which YAML cannot represent
-    return obj
 
 
 def _check_classifier_out(out: Path) -> None:

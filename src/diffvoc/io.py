@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
+import platform
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -13,6 +15,34 @@ import numpy as np
 import soundfile as sf
 
 from .errors import DiffvocError
+
+
+def plain(obj, nan_as_none: bool = False):
+    """Nested data as plain YAML/JSON types: tensors and arrays become lists, numpy scalars Python
+    numbers, str subclasses str; with ``nan_as_none``, non-finite floats become ``None`` (JSON has no NaN)."""
+    if isinstance(obj, dict):
+        return {str(k): plain(v, nan_as_none) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v, nan_as_none) for v in obj]
+    if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):  # torch.Tensor, np.ndarray, np.generic
+        return plain(obj.tolist(), nan_as_none)
+    if isinstance(obj, str):
+        return str(obj)
+    if nan_as_none and isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def cpu_name() -> str:
+    """The CPU's model name (for benchmark and evaluation records)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _umask() -> int:

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import torch
 
-from .prior import Prior
 from .schedule import NoiseSchedule
 
 
