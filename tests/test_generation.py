@@ -3,10 +3,8 @@ generation metrics (FID, IS, mIS, AM, NDB/K) on distributions whose values are k
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -67,24 +65,9 @@ def ckpts(tmp_path_factory) -> dict[str, Path]:
             (("cond", "class"), ("uncond", "none"), ("mel", "mel"))}
 
 
-def _wired(command: str) -> bool:
-    from diffvoc.cli import build_parser
-
-    for action in build_parser()._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return command in action.choices
-    return False
-
-
 def cli(*args: str) -> subprocess.CompletedProcess:
-    """``diffvoc ARGS`` through the main CLI when the command is wired there, else through
-    ``python -m diffvoc.generation`` (same handlers, same one-line errors)."""
-    if _wired(args[0]):
-        return run_cli(*args, env=ONE_THREAD)
-    env = dict(os.environ, **ONE_THREAD)
-    env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
-    return subprocess.run([sys.executable, "-m", "diffvoc.generation", *args], env=env, capture_output=True,
-                          text=True, timeout=300)
+    """``diffvoc ARGS`` through the main CLI, one torch thread."""
+    return run_cli(*args, env=ONE_THREAD)
 
 
 def assert_one_line_error(r: subprocess.CompletedProcess, *expected: str) -> None:

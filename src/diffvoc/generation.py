@@ -385,31 +385,3 @@ def add_generate_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_generate)
     return p
-
-
-def _main(argv: list[str] | None = None) -> int:
-    """``python -m diffvoc.generation generate|classifier ...``: the same commands as ``diffvoc`` (for
-    use before they are wired into :mod:`diffvoc.cli`), with the same one-line errors."""
-    import os
-
-    from .gen_metrics import add_classifier_parser
-
-    parser = argparse.ArgumentParser(prog="diffvoc")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    add_generate_parser(sub)
-    add_classifier_parser(sub)
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except DiffvocError as e:
-        if os.environ.get("DIFFVOC_DEBUG"):
-            raise
-        print(f"diffvoc {args.command}: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"diffvoc {args.command}: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(_main())

@@ -34,7 +34,6 @@ import argparse
 import itertools
 import json
 import math
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -362,15 +361,3 @@ def add_search_schedule_parser(subparsers: argparse._SubParsersAction) -> argpar
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=cmd_search_schedule)
     return p
-
-
-if __name__ == "__main__":  # python -m diffvoc.schedule_search ... (before the CLI wiring)
-    _parser = argparse.ArgumentParser(prog="diffvoc")
-    _sub = _parser.add_subparsers(dest="command", required=True)
-    add_search_schedule_parser(_sub)
-    _args = _parser.parse_args(["search-schedule", *sys.argv[1:]] if sys.argv[1:2] != ["search-schedule"] else sys.argv[1:])
-    try:
-        sys.exit(_args.func(_args))
-    except DiffvocError as e:
-        print(f"diffvoc search-schedule: error: {e}", file=sys.stderr)
-        sys.exit(1)
