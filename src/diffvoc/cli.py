@@ -70,11 +70,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .config import Config
     from .trainer import Trainer
 
-    cfg = Config.load(args.config).with_overrides(args.overrides)
-    if args.data:
-        cfg.data.path = args.data
+    overrides = list(args.overrides) + ([f"data.path={args.data}"] if args.data else [])  # also on --resume
+    cfg = Config.load(args.config).with_overrides(overrides)
     trainer = Trainer(cfg, args.run_dir, resume=args.resume, init_from=args.init_from, device=args.device,
-                      overrides=args.overrides, progress=not args.quiet)
+                      overrides=overrides, progress=not args.quiet)
     try:
         last = trainer.train(args.max_steps, time_limit=args.time_limit)
     finally:
