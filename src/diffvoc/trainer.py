@@ -222,17 +222,43 @@ class Trainer:
         """Diffusion loss at fixed steps and noise, and the log-mel L1 of fast sampling (EMA weights)."""
         if not self.valid:
             return {}
-        if self.cfg.model.conditioning != "mel":
-            return self._validate_generative()
+        with self._ema_weights():
+            out = self._validate_mel() if self.cfg.model.conditioning == "mel" else self._validate_generative()
+        with open(self.run_dir / "valid.jsonl", "a") as f:
+            f.write(json.dumps({"step": self.step, "time_s": round(time.perf_counter() - self._t0, 2), **out}) + "\n")
+        return out
+
+    @contextlib.contextmanager
+    def _ema_weights(self):
+        """Evaluate with the EMA weights; the raw weights and train mode come back afterwards."""
         raw = {k: v.clone() for k, v in self.model.state_dict().items()}
         self.model.load_state_dict(self.ema)
         self.model.eval()
-        T = self.cfg.diffusion.steps
-        losses, l1s, mrs, samples = [], [], [], []
         try:
-            sampler = build_sampler(self.cfg, steps=self.cfg.train.valid_steps)
+            yield
+        finally:
+            self.model.load_state_dict(raw)
+            self.model.train()
+
+    def _valid_sampler(self) -> DiffusionSampler:
+        try:
+            return build_sampler(self.cfg, steps=self.cfg.train.valid_steps)
         except DiffvocError:
-            sampler = build_sampler(self.cfg, full=True)
+            return build_sampler(self.cfg, full=True)
+
+    def _fixed_step_losses(self, audio: torch.Tensor, std: torch.Tensor, cond: torch.Tensor | None,
+                           seed: int) -> list[float]:
+        """The diffusion loss of one clip at 5 evenly spaced steps, with fixed noise."""
+        g = torch.Generator(device=self.device).manual_seed(seed)
+        out = []
+        for t in np.linspace(0, self.cfg.diffusion.steps - 1, 5).round().astype(int):
+            batch = self.loss_fn.q_sample(audio, std, t=torch.tensor([t], device=self.device), generator=g)
+            out.append(self.loss_fn(self.model.denoise(batch.x_t, batch.t, cond), batch).item())
+        return out
+
+    def _validate_mel(self) -> dict[str, float]:
+        losses, l1s, mrs, samples = [], [], [], []
+        sampler = self._valid_sampler()
         extra = self._infer_valid_samplers()
         extra_vals: dict[str, list[float]] = {}
         for i, (_, audio, mel) in enumerate(self.valid):
@@ -240,10 +266,7 @@ class Trainer:
             m = torch.from_numpy(mel).unsqueeze(0).to(self.device)
             std = self.prior.std(m, a.shape[-1])
             cond = self.model.condition(self.prior.conditioner(m))
-            g = torch.Generator(device=self.device).manual_seed(1234 + i)
-            for t in np.linspace(0, T - 1, 5).round().astype(int):
-                batch = self.loss_fn.q_sample(a, std, t=torch.tensor([t], device=self.device), generator=g)
-                losses.append(self.loss_fn(self.model.denoise(batch.x_t, batch.t, cond), batch).item())
+            losses += self._fixed_step_losses(a, std, cond, 1234 + i)
             x = sampler.sample(lambda x, t: self.model.denoise(x, t, cond), std, 1, a.shape[-1],
                                PositionalNoise(i), device=self.device)
             l1s.append(log_mel_l1(self.mel_fn(x), m).item())
@@ -256,8 +279,6 @@ class Trainer:
                 sc, mag = self.mr_stft(y.float(), a.float())
                 extra_vals.setdefault(f"log_mel_l1_{k}steps", []).append(log_mel_l1(self.mel_fn(y), m).item())
                 extra_vals.setdefault(f"mr_stft_{k}steps", []).append((sc + mag).item())
-        self.model.load_state_dict(raw)
-        self.model.train()
         if self.writer is not None:
             for i, x in enumerate(samples[: self.cfg.train.audio_log_clips]):
                 self.writer.add_audio(f"valid/audio_{i}", x.clamp(-1, 1).unsqueeze(0), self.step, self.cfg.audio.sample_rate)
@@ -269,8 +290,6 @@ class Trainer:
                     self.writer.add_image(f"reference/mel_{i}", _mel_image(torch.from_numpy(mel)), 0)
         out = {"loss": float(np.mean(losses)), "log_mel_l1": float(np.mean(l1s)), "mr_stft": float(np.mean(mrs))}
         out.update({k: float(np.mean(v)) for k, v in extra_vals.items()})
-        with open(self.run_dir / "valid.jsonl", "a") as f:
-            f.write(json.dumps({"step": self.step, "time_s": round(time.perf_counter() - self._t0, 2), **out}) + "\n")
         return out
 
     def _infer_valid_samplers(self) -> dict[int, DiffusionSampler]:
@@ -287,37 +306,24 @@ class Trainer:
         return {k: build_sampler(self.cfg, steps=k) for k in ic.general_steps
                 if k in self.cfg.diffusion.fast_schedules and k != self.cfg.train.valid_steps}
 
-    @torch.no_grad()
     def _validate_generative(self) -> dict[str, float]:
         """Class-conditional / unconditional models: diffusion loss on held-out clips at fixed steps
-        and noise (EMA weights), and one generated clip per validation clip's label to TensorBoard."""
-        raw = {k: v.clone() for k, v in self.model.state_dict().items()}
-        self.model.load_state_dict(self.ema)
-        self.model.eval()
-        T = self.cfg.diffusion.steps
+        and noise, and one generated clip per validation clip's label to TensorBoard."""
         labels = item_labels(self.cfg.data.path, [c[0] for c in self.valid])
+        sampler = self._valid_sampler()
         losses = []
-        for i, ((_, audio, mel), lab) in enumerate(zip(self.valid, labels)):
+        for i, ((_, audio, _), lab) in enumerate(zip(self.valid, labels)):
             a = torch.from_numpy(audio).unsqueeze(0).to(self.device)
             label = torch.tensor([lab], device=self.device)
             cond = self.model.condition(label=label) if self.cfg.model.conditioning == "class" else None
             std = self.prior.std(None, a.shape[-1], batch=1, device=self.device)
-            g = torch.Generator(device=self.device).manual_seed(1234 + i)
-            for t in np.linspace(0, T - 1, 5).round().astype(int):
-                batch = self.loss_fn.q_sample(a, std, t=torch.tensor([t], device=self.device), generator=g)
-                losses.append(self.loss_fn(self.model.denoise(batch.x_t, batch.t, cond), batch).item())
+            losses += self._fixed_step_losses(a, std, cond, 1234 + i)
             if self.writer is not None and i < self.cfg.train.audio_log_clips:
-                sampler = build_sampler(self.cfg, steps=self.cfg.train.valid_steps)
                 x = sampler.sample(lambda x, t: self.model.denoise(x, t, cond), std, 1, a.shape[-1],
                                    PositionalNoise(i), device=self.device)
                 self.writer.add_audio(f"valid/generated_{i}", x[0].float().cpu().unsqueeze(0), self.step,
                                       self.cfg.audio.sample_rate)
-        self.model.load_state_dict(raw)
-        self.model.train()
-        out = {"loss": float(np.mean(losses))}
-        with open(self.run_dir / "valid.jsonl", "a") as f:
-            f.write(json.dumps({"step": self.step, "time_s": round(time.perf_counter() - self._t0, 2), **out}) + "\n")
-        return out
+        return {"loss": float(np.mean(losses))}
 
     def save(self) -> Path:
         """Write ``ckpt-<step>`` atomically, point ``latest`` at it and prune old checkpoints."""
