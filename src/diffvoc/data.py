@@ -241,9 +241,8 @@ class CropDataset(torch.utils.data.Dataset):
     def __init__(self, data_dir: str | Path, cfg: AudioConfig, crop_frames: int, batch_size: int,
                  seed: int = 0, rank: int = 0, split: str = "train") -> None:
         record = load_record(data_dir)
-        skipped = {s["id"] for s in record.get("skipped", [])}
         self.dir = feature_dir(data_dir, cfg)
-        self.ids = [i for i in record["split"][split] if i not in skipped]
+        self.ids = split_ids(record, split)
         if not self.ids:
             raise DiffvocError(f"{data_dir}: the {split} split is empty")
         self.cfg, self.crop, self.batch_size, self.seed, self.rank = cfg, crop_frames, batch_size, seed, rank
@@ -274,6 +273,12 @@ class CropDataset(torch.utils.data.Dataset):
         return torch.from_numpy(audio), torch.from_numpy(mel), torch.from_numpy(self.labels[picks])
 
 
+def split_ids(record: dict[str, Any], split: str) -> list[str]:
+    """The ids of a split, without the files preprocessing skipped."""
+    skipped = {s["id"] for s in record.get("skipped", [])}
+    return [i for i in record["split"].get(split, []) if i not in skipped]
+
+
 def item_labels(data_dir: str | Path, ids: list[str]) -> list[int]:
     """Class labels of items (−1 for a corpus without classes)."""
     by_id = {it["id"]: int(it.get("label", -1)) for it in load_record(data_dir)["items"]}
@@ -283,11 +288,9 @@ def item_labels(data_dir: str | Path, ids: list[str]) -> list[int]:
 def load_clips(data_dir: str | Path, cfg: AudioConfig, split: str, count: int,
                seconds: float | None) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """The first ``count`` items of a split as (id, audio float32, mel), cut to ``seconds``."""
-    record = load_record(data_dir)
-    skipped = {s["id"] for s in record.get("skipped", [])}
     d = feature_dir(data_dir, cfg)
     out = []
-    for rid in [i for i in record["split"].get(split, []) if i not in skipped][:count]:
+    for rid in split_ids(load_record(data_dir), split)[:count]:
         mel = np.load(d / f"{rid}.mel.npy")
         if seconds:
             mel = mel[:, : max(1, int(seconds * cfg.sample_rate / cfg.hop_length))]

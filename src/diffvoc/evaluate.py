@@ -43,7 +43,7 @@ from . import metrics as M
 from .audio import compute_mel, load_audio, mel_to_linear, peak_normalize
 from .checkpoint import LATEST, Checkpoint, load_checkpoint
 from .config import AudioConfig
-from .data import DATASET, discover, feature_dir, load_record
+from .data import DATASET, discover, feature_dir, load_record, split_ids
 from .errors import AudioError, DiffvocError, ScheduleError
 from .io import atomic_dir, atomic_write_text, atomic_write_wav, cpu_name, plain
 
@@ -213,9 +213,8 @@ def list_test_items(source: str | Path, split: str | None) -> tuple[list[dict[st
         splits = record.get("split") or {}
         if name not in splits:
             raise DiffvocError(f"{src}: no {name!r} split (have {', '.join(sorted(splits)) or 'none'})")
-        skipped = {s["id"] for s in record.get("skipped", [])}
         by_id = {it["id"]: it for it in record["items"]}
-        items = [by_id[i] for i in splits[name] if i not in skipped and i in by_id]
+        items = [by_id[i] for i in split_ids(record, name) if i in by_id]
         if not items:
             raise DiffvocError(f"{src}: the {name} split is empty")
         return items, name, f"{src.resolve()} ({name} split of a preprocessed folder)"
