@@ -8,6 +8,8 @@ Layout of a checkpoint directory::
     model_raw.safetensors    raw weights (training only)
     train_state.safetensors  optimizer tensors          } written by the trainer,
     train_state.json         step, optimizer groups...  } needed only for --resume
+    generator.safetensors    truncated models with a separate implicit prior: its EMA weights
+    generator_raw.safetensors, discriminator.safetensors    TDPM training state (--resume)
 
 A training run directory holds ``ckpt-<step>/`` folders and ``latest`` (a text file naming the
 newest). Nothing here unpickles: lmnt-com/diffwave ``.pt`` files load with ``weights_only=True``.
@@ -37,6 +39,9 @@ RAW_WEIGHTS = "model_raw.safetensors"
 STATE_TENSORS = "train_state.safetensors"
 STATE_META = "train_state.json"
 LATEST = "latest"
+# extra weight files: the separate implicit prior (inference) and the GAN's training state
+EXTRA_WEIGHTS = ("generator",)
+EXTRA_TRAIN_WEIGHTS = ("generator_raw", "discriminator")
 
 
 @dataclass
@@ -58,11 +63,14 @@ def _contiguous(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def save_checkpoint(path: str | Path, config: Config, stats: dict[str, Any], weights: dict[str, torch.Tensor],
                     raw_weights: dict[str, torch.Tensor] | None = None,
-                    train_state: dict[str, Any] | None = None, dtype: torch.dtype | None = None) -> Path:
+                    train_state: dict[str, Any] | None = None, dtype: torch.dtype | None = None,
+                    extra_weights: dict[str, dict[str, torch.Tensor]] | None = None) -> Path:
     """Write a checkpoint directory atomically (a temporary folder renamed into place).
 
-    ``train_state`` is a dict with ``optimizer`` (an optimizer ``state_dict``) and any JSON-able
-    entries (step, scaler state, ...). ``dtype`` stores the weights in that precision (e.g. fp16).
+    ``train_state`` is a dict with ``optimizer`` (an optimizer ``state_dict``; also any other
+    ``optimizer_*`` entry) and any JSON-able entries (step, scaler state, ...). ``dtype`` stores
+    the weights in that precision (e.g. fp16). ``extra_weights`` maps a name in
+    :data:`EXTRA_WEIGHTS` / :data:`EXTRA_TRAIN_WEIGHTS` to a state dict saved as ``<name>.safetensors``.
     """
     path = Path(path)
     with atomic_dir(path) as tmp:
@@ -74,33 +82,41 @@ def save_checkpoint(path: str | Path, config: Config, stats: dict[str, Any], wei
         save_file(w, str(tmp / WEIGHTS))
         if raw_weights is not None:
             save_file(_contiguous(raw_weights), str(tmp / RAW_WEIGHTS))
+        for name, sd in (extra_weights or {}).items():
+            if name not in EXTRA_WEIGHTS + EXTRA_TRAIN_WEIGHTS:
+                raise ValueError(f"unknown extra weights {name!r}")
+            e = _contiguous(sd)
+            if dtype is not None and name in EXTRA_WEIGHTS:
+                e = {k: v.to(dtype) if v.is_floating_point() else v for k, v in e.items()}
+            save_file(e, str(tmp / f"{name}.safetensors"))
         if train_state is not None:
             state = dict(train_state)
             tensors, meta = {}, {}
-            opt = state.pop("optimizer", None)
-            if opt is not None:
-                tensors, meta["optimizer"] = _flatten_optimizer(opt)
+            for key in sorted(k for k in state if k.startswith("optimizer")):
+                t, meta[key] = _flatten_optimizer(state.pop(key), prefix=key)
+                tensors.update(t)
             meta.update(plain(state))
             save_file(tensors, str(tmp / STATE_TENSORS))
             (tmp / STATE_META).write_text(json.dumps(meta, indent=1))
     return path
 
 
-def _flatten_optimizer(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def _flatten_optimizer(sd: dict[str, Any], prefix: str = "optimizer") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     tensors, scalars = {}, {}
     for idx, st in sd["state"].items():
         for name, value in st.items():
             if isinstance(value, torch.Tensor):
-                tensors[f"optimizer.{idx}.{name}"] = value.detach().cpu().contiguous()
+                tensors[f"{prefix}.{idx}.{name}"] = value.detach().cpu().contiguous()
             else:
                 scalars[f"{idx}.{name}"] = value
     return tensors, {"param_groups": plain(sd["param_groups"]), "scalars": scalars}
 
 
-def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any],
+                         prefix: str = "optimizer") -> dict[str, Any]:
     state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
-        if key.startswith("optimizer."):
+        if key.startswith(prefix + "."):
             _, idx, name = key.split(".", 2)
             state.setdefault(int(idx), {})[name] = value
     for key, value in meta.get("scalars", {}).items():
@@ -144,14 +160,19 @@ def load_checkpoint(path: str | Path, with_train_state: bool = False) -> Checkpo
         stats = yaml.safe_load((d / STATS).read_text()) or {}
     weights = _load_safetensors(d / WEIGHTS)
     ck = Checkpoint(config=config, stats=stats, weights=weights, path=d)
+    for name in EXTRA_WEIGHTS + (EXTRA_TRAIN_WEIGHTS if with_train_state else ()):
+        if (d / f"{name}.safetensors").is_file():
+            ck.extras[name] = _load_safetensors(d / f"{name}.safetensors")
+    if config.truncation.enabled and config.truncation.generator == "separate" and "generator" not in ck.extras:
+        raise CheckpointError(f"{d}: a truncated model with a separate generator needs generator.safetensors")
     if with_train_state:
         if (d / RAW_WEIGHTS).is_file():
             ck.raw_weights = _load_safetensors(d / RAW_WEIGHTS)
         if (d / STATE_META).is_file():
             meta = json.loads((d / STATE_META).read_text())
             tensors = _load_safetensors(d / STATE_TENSORS)
-            if "optimizer" in meta:
-                meta["optimizer"] = _unflatten_optimizer(tensors, meta["optimizer"])
+            for key in [k for k in meta if k.startswith("optimizer")]:
+                meta[key] = _unflatten_optimizer(tensors, meta[key], prefix=key)
             ck.train_state = meta
     return ck
 

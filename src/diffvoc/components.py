@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import FAST_SCHEDULES, Config
+from .config import FAST_SCHEDULES, Config, truncation_steps
 from .errors import ConfigError, ScheduleError
 from .network import DiffWave
 from .prior import Prior, build_prior
@@ -28,11 +28,28 @@ def build(cfg: Config, stats: dict[str, Any] | None) -> tuple[DiffWave, NoiseSch
     return build_network(cfg, prior), build_schedule(cfg), prior
 
 
+def build_implicit_prior(cfg: Config, prior: Prior) -> "ImplicitPrior | None":
+    """The truncated model's generator of x_{T_trunc} (``None`` for an ordinary diffusion model)."""
+    if not cfg.truncation.enabled:
+        return None
+    from .truncation import ImplicitPrior
+
+    return ImplicitPrior(cfg, build_schedule(cfg), prior.extra_channels)
+
+
 def build_sampler(cfg: Config, steps: int | None = None, schedule: list[float] | None = None,
                   full: bool = False) -> DiffusionSampler:
-    """The sampler for ``--full``, an explicit ``--schedule`` or ``--steps N`` (a stored N-step schedule)."""
+    """The sampler for ``--full``, an explicit ``--schedule`` or ``--steps N`` (a stored N-step schedule).
+
+    For a truncated model (TDPM) ``steps`` counts calls of the big network, its shared generator
+    included, and the sampler's chain ends at the truncation level (:func:`~diffvoc.truncation.truncated_betas`).
+    """
     train = build_schedule(cfg)
     clamp = cfg.diffusion.clamp
+    if cfg.truncation.enabled:
+        sampler = _truncated_sampler(cfg, train, steps, schedule, full)
+        sampler.truncated = True
+        return sampler
     if full:
         return DiffusionSampler(train, None, clamp)
     if schedule is not None:
@@ -49,6 +66,25 @@ def build_sampler(cfg: Config, steps: int | None = None, schedule: list[float] |
     avail = sorted(set(table) | {cfg.diffusion.steps})
     raise ScheduleError(f"no {steps}-step schedule is stored with this model (have {avail}); "
                         f"pass --schedule b1,b2,... or run `diffvoc search-schedule`")
+
+
+def _truncated_sampler(cfg: Config, train: NoiseSchedule, steps: int | None, schedule: list[float] | None,
+                       full: bool) -> DiffusionSampler:
+    from .truncation import truncated_betas
+
+    clamp, k = cfg.diffusion.clamp, truncation_steps(cfg)
+    if full:
+        return DiffusionSampler(NoiseSchedule(train.betas[:k]), None, clamp)
+    if schedule is not None:
+        return DiffusionSampler.fast(train, schedule, clamp)
+    steps = 6 if steps is None else steps
+    reverse = steps - (1 if cfg.truncation.generator == "shared" else 0)
+    if reverse < 1:
+        raise ScheduleError(f"this truncated model's generator is the network itself: --steps must be >= 2, got {steps}")
+    if reverse > k:
+        raise ScheduleError(f"the truncated chain has {k} steps: --steps must be <= "
+                            f"{k + (1 if cfg.truncation.generator == 'shared' else 0)}, got {steps}")
+    return DiffusionSampler.fast(train, truncated_betas(cfg, reverse), clamp)
 
 
 __all__ = ["build", "build_network", "build_prior", "build_sampler", "build_schedule", "ConfigError"]

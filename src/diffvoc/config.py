@@ -212,6 +212,54 @@ class InferConfig:
 
 
 @dataclass
+class TruncationConfig:
+    """Truncated diffusion with a learned implicit prior (TDPM, REFERENCE §4; :mod:`diffvoc.truncation`).
+
+    The diffusion loss is applied only on t ≤ T_trunc (``steps``, or the first step whose noise
+    level 1 − ᾱ_t reaches ``noise_level``); a generator G(z, mel) learns x_{T_trunc} adversarially
+    against a mel-conditioned 1-D discriminator, and sampling runs G then the truncated reverse
+    chain. REFERENCE constants: non-saturating loss, lazy R1 (``r1_gamma`` in 0.01–1, every
+    ``r1_every`` = 16 steps), Adam learning rates 2e-4 (diffusion: ``train.learning_rate``),
+    ``generator_lr`` 2e-5 and ``discriminator_lr`` 2.5e-3 with betas (0, 0.99) for both GAN optimisers.
+
+    * ``generator``: ``shared`` — the denoiser itself evaluated at step T_trunc + 1, as the official
+      code does (one extra call of the big network per utterance); ``separate`` — a small DiffWave of
+      ``generator_channels`` × ``generator_layers`` (a fraction of one big call).
+    * ``generator_input``: ``prior`` — z = σ ⊙ ε with the prior's σ (PriorGrad's Σ_c; ε for the
+      standard prior); ``standard`` — z = ε ~ N(0, I) always.
+    * ``generator_skip`` (our choice, not the paper's): G(z, c) = √(1 − ᾱ_{T_trunc}) z + f(z, c), so
+      an untrained G already has the noise part of q(x_{T_trunc} | x_0) right and f learns the
+      signal part; ``false`` makes G's output f(z, c) itself, as the official code.
+    * ``gan_start_step``: warm-up — the GAN starts after this many steps of diffusion-only training
+      (or start from a trained denoiser with ``--init-from`` and set it to 0).
+    * ``schedules``: explicit β for the truncated chain, keyed by the number of reverse steps; any
+      other count is derived from the stored fast schedule scaled to end at the truncation level.
+    """
+
+    enabled: bool = False
+    steps: int | None = 20  # T_trunc (1-based: x_{T_trunc}); None: set from noise_level
+    noise_level: float | None = None  # 1 − ᾱ at truncation; used when steps is None
+    generator: str = "separate"  # "shared" | "separate"
+    generator_input: str = "prior"  # "prior" | "standard"
+    generator_skip: bool = True
+    generator_channels: int = 32
+    generator_layers: int = 10
+    generator_cycle: int = 10
+    discriminator_channels: int = 16
+    discriminator_scales: int = 3  # multi-scale sub-discriminators (raw, ×2, ×4 average-pooled)
+    discriminator_periods: list[int] = field(default_factory=list)  # multi-period ones, e.g. [2, 3, 5, 7, 11]
+    generator_lr: float = 2e-5
+    discriminator_lr: float = 2.5e-3
+    gan_betas: list[float] = field(default_factory=lambda: [0.0, 0.99])
+    r1_gamma: float = 0.1
+    r1_every: int = 16
+    gan_weight: float = 1.0  # weight of the generator's adversarial loss
+    gan_start_step: int = 0
+    gan_every: int = 1  # GAN phases every this many training steps
+    schedules: dict[int, list[float]] = field(default_factory=dict)
+
+
+@dataclass
 class Config:
     """Everything that defines a model and how it was trained."""
 
@@ -222,6 +270,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     infer: InferConfig = field(default_factory=InferConfig)
+    truncation: TruncationConfig = field(default_factory=TruncationConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -316,6 +365,7 @@ class Config:
         if self.data.crop_frames < 1 or self.train.batch_size < 1:
             raise ConfigError("data.crop_frames and train.batch_size must be positive")
         _validate_infer(self)
+        _validate_truncation(self)
         return self
 
 
@@ -383,6 +433,55 @@ def _validate_infer(cfg: "Config") -> None:
                 raise ConfigError(f"infer.general_steps has {k} but infer.general_ranges has no {k}-step ranges")
             _check_schedule([r[0] for r in ic.general_ranges[k]], df, f"infer.general_ranges[{k}] (low corner)")
             _check_schedule([r[1] for r in ic.general_ranges[k]], df, f"infer.general_ranges[{k}] (high corner)")
+
+
+def truncation_steps(cfg: "Config") -> int:
+    """T_trunc: ``truncation.steps``, or the first step whose noise level 1 − ᾱ_t reaches
+    ``truncation.noise_level``."""
+    tc, df = cfg.truncation, cfg.diffusion
+    if tc.steps is not None:
+        return int(tc.steps)
+    ab = 1.0
+    for i in range(df.steps):
+        ab *= 1.0 - (df.beta_start + (df.beta_end - df.beta_start) * i / (df.steps - 1))
+        if 1.0 - ab >= float(tc.noise_level):
+            return i + 1
+    return df.steps
+
+
+def _validate_truncation(cfg: "Config") -> None:
+    tc, df = cfg.truncation, cfg.diffusion
+    if tc.generator not in ("shared", "separate"):
+        raise ConfigError(f"truncation.generator must be shared or separate, got {tc.generator!r}")
+    if tc.generator_input not in ("prior", "standard"):
+        raise ConfigError(f"truncation.generator_input must be prior or standard, got {tc.generator_input!r}")
+    if tc.steps is None and tc.noise_level is None:
+        raise ConfigError("truncation needs steps or noise_level")
+    if tc.noise_level is not None and not 0 < tc.noise_level < 1:
+        raise ConfigError("truncation.noise_level must lie in (0, 1)")
+    if min(tc.generator_channels, tc.generator_layers, tc.generator_cycle, tc.discriminator_channels,
+           tc.r1_every, tc.gan_every) < 1 or tc.discriminator_scales < 0 or tc.gan_start_step < 0:
+        raise ConfigError("truncation sizes, r1_every and gan_every must be >= 1, gan_start_step >= 0")
+    if tc.discriminator_scales == 0 and not tc.discriminator_periods:
+        raise ConfigError("truncation needs at least one discriminator (scales or periods)")
+    if any(p < 2 for p in tc.discriminator_periods):
+        raise ConfigError("truncation.discriminator_periods must be >= 2")
+    if len(tc.gan_betas) != 2 or not all(0 <= b < 1 for b in tc.gan_betas):
+        raise ConfigError("truncation.gan_betas must be two numbers in [0, 1)")
+    if min(tc.generator_lr, tc.discriminator_lr, tc.r1_gamma, tc.gan_weight) < 0:
+        raise ConfigError("truncation learning rates, r1_gamma and gan_weight must be >= 0")
+    if not tc.enabled:
+        return
+    if cfg.model.conditioning != "mel":
+        raise ConfigError("truncation (TDPM) is implemented for mel-conditioned models only")
+    k = truncation_steps(cfg)
+    if not 1 <= k < df.steps:
+        raise ConfigError(f"truncation.steps must lie in 1..{df.steps - 1} (T = {df.steps}), got {k}")
+    if cfg.infer.enabled and cfg.infer.mode != "step-specific":
+        raise ConfigError("the infer loss through a truncated chain supports infer.mode=step-specific only")
+    for n, betas in tc.schedules.items():
+        if len(betas) != n:
+            raise ConfigError(f"truncation.schedules[{n}] must have {n} values")
 
 
 def apply_presets(d: dict[str, Any]) -> dict[str, Any]:

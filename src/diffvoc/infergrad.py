@@ -181,12 +181,14 @@ def infer_noise_generator(seed: int, step: int, rank: int, device: torch.device)
 
 def unrolled_sample(model: torch.nn.Module, prior: Prior, train_schedule: NoiseSchedule, betas: list[float],
                     mel: torch.Tensor, length: int, generator: torch.Generator, checkpoint: bool = True,
-                    clamp: str = "ste") -> torch.Tensor:
+                    clamp: str = "ste", implicit: torch.nn.Module | None = None) -> torch.Tensor:
     """x̂_0 from the prior by the K-step reverse process over ``betas``, with gradients.
 
     x_K = σ ⊙ z with σ = prior.std(mel, length) (PriorGrad's σ or 1), then DiffWave's fast update
     (the :class:`~diffvoc.sampler.DiffusionSampler` of inference) at the aligned steps; ``model`` is a
-    :class:`~diffvoc.network.DiffWave`. Returns ``[B, length]``.
+    :class:`~diffvoc.network.DiffWave`. Returns ``[B, length]``. With ``implicit`` (a truncated
+    model's :class:`~diffvoc.truncation.ImplicitPrior`) the chain starts from x_{T_trunc} = G(z, mel),
+    with gradients into G too.
     """
     sampler = DiffusionSampler.fast(train_schedule, betas, clamp=True)
     std = prior.std(mel, length)
@@ -195,5 +197,6 @@ def unrolled_sample(model: torch.nn.Module, prior: Prior, train_schedule: NoiseS
     def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return model.denoise(x, t, cond)
 
+    generate = implicit.start_fn(model, cond, prior.conditioner(mel), std) if implicit is not None else None
     return sampler.sample(denoise, std, mel.shape[0], length, GeneratorNoise(generator), device=mel.device,
-                          checkpoint=checkpoint, clamp=clamp)
+                          checkpoint=checkpoint, clamp=clamp, generate=generate)

@@ -101,6 +101,7 @@ class DiffusionSampler:
         self.inference = train if inference is None else inference
         self.steps = np.arange(len(train), dtype=np.float64) if self.full else train.align(self.inference)
         self.clamp = clamp
+        self.truncated = False  # set by components.build_sampler: x_T must come from `generate`
         beta = self.inference.betas
         ab = self.inference.alpha_bars
         self.c1 = 1.0 / np.sqrt(1.0 - beta)
@@ -117,11 +118,14 @@ class DiffusionSampler:
 
     def sample(self, denoise: Denoiser, std: torch.Tensor, batch: int, length: int, noise: NoiseSource,
                start: int = 0, device: torch.device | str = "cpu", x_start: torch.Tensor | None = None,
-               checkpoint: bool = False, clamp: str | None = None) -> torch.Tensor:
+               checkpoint: bool = False, clamp: str | None = None,
+               generate: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
         """Run the reverse process; returns x_0 ``[batch, length]``.
 
         ``std`` is the prior's σ (``[B, length]`` or ``[B, 1]``); ``start`` is the absolute sample
-        offset of this segment (for :class:`PositionalNoise`); ``x_start`` overrides x_T.
+        offset of this segment (for :class:`PositionalNoise`); ``x_start`` overrides x_T;
+        ``generate`` maps the first draw ε to x_T (a truncated chain's implicit prior,
+        :mod:`diffvoc.truncation`) instead of x_T = σ ⊙ ε.
         Differentiable under grad mode: ``checkpoint`` recomputes each network call in the backward
         pass instead of storing its activations; ``clamp`` (``hard`` | ``ste`` | ``none``) overrides
         the sampler's own clamping (``None``: ``hard`` if the sampler clamps, else ``none``).
@@ -131,7 +135,14 @@ class DiffusionSampler:
         if mode not in ("hard", "ste", "none"):
             raise ValueError(f"clamp must be hard, ste or none, got {mode!r}")
         use_ckpt = checkpoint and torch.is_grad_enabled()
-        x = std * noise(0, batch, start, length, device) if x_start is None else x_start
+        if x_start is not None:
+            x = x_start
+        elif generate is not None:
+            x = generate(noise(0, batch, start, length, device))
+        elif self.truncated:
+            raise ValueError("a truncated sampler starts from the implicit prior: pass generate")
+        else:
+            x = std * noise(0, batch, start, length, device)
         n_steps = len(self)
         step_t = torch.tensor(self.steps, dtype=torch.float32, device=device)
         for n in range(n_steps - 1, -1, -1):

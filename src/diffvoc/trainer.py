@@ -9,6 +9,11 @@ InferGrad (``infer.enabled``, :mod:`diffvoc.infergrad`): each step also runs the
 process from the prior's noise with gradients and adds ``infer.weight`` · L_infer(x̂_0, x_0) to
 the diffusion loss; its schedule (general mode) and noise are pure functions of (seed, step, rank)
 too. Fine-tuning from a trained model (``--init-from``) is the intended use.
+
+Truncated diffusion (``truncation.enabled``, :mod:`diffvoc.truncation`): the diffusion loss is drawn
+only from t ≤ T_trunc, and from ``truncation.gan_start_step`` on every step also runs one
+discriminator phase and one generator phase of :class:`~diffvoc.truncation.TruncatedGAN` (their
+own Adam optimisers); the infer loss, if on, then runs through G and the truncated chain.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from .infergrad import InferLoss, InferLossTerms, infer_noise_generator, infer_s
 from .losses import DiffusionLoss, log_mel_l1
 from .metrics import MultiResolutionSTFTLoss
 from .sampler import DiffusionSampler, PositionalNoise
+from .truncation import TruncatedGAN, truncated_betas
 from .vocoder import load_weights
 
 
@@ -93,7 +99,14 @@ class Trainer:
         model, self.schedule, self.prior = build(config, self.stats)
         self.model = model.to(self.device)
         self.loss_fn = DiffusionLoss(self.schedule, config.diffusion.loss)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=tc.learning_rate, betas=tuple(tc.adam_betas))
+        self.tdpm = (TruncatedGAN(config, self.model, self.schedule, self.prior.extra_channels, self.device, self.world)
+                     if config.truncation.enabled else None)
+        self.max_t = self.tdpm.k if self.tdpm is not None else None  # diffusion loss on t <= T_trunc only
+        groups: list[dict[str, Any]] = [{"params": list(self.model.parameters())}]
+        if self.tdpm is not None and config.infer.enabled and not self.tdpm.generator.shared:
+            # the infer loss also trains the separate generator (through x_{T_trunc} = G(z, mel))
+            groups.append({"params": list(self.tdpm.generator.parameters()), "lr": config.truncation.generator_lr})
+        self.optimizer = torch.optim.Adam(groups, lr=tc.learning_rate, betas=tuple(tc.adam_betas))
         self.precision = tc.precision if tc.precision != "auto" else ("bf16" if self.device.type == "cuda" else "fp32")
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.step = 0
@@ -104,6 +117,8 @@ class Trainer:
             if resumed.train_state.get("scaler"):
                 self.scaler.load_state_dict(resumed.train_state["scaler"])
             self.ema = {k: v.to(self.device).float() for k, v in resumed.weights.items()}
+            if self.tdpm is not None:
+                self.tdpm.load(resumed.extras, resumed.train_state)
         else:
             if init_from is not None:
                 src = load_checkpoint(init_from)
@@ -160,7 +175,7 @@ class Trainer:
         label = label.to(self.device) if label is not None else None
         g = torch.Generator(device=self.device).manual_seed(self.cfg.train.seed * 1_000_003 + self.step * 97 + self.rank)
         std = self.prior.std(mel, audio.shape[-1])
-        batch = self.loss_fn.q_sample(audio, std, generator=g)
+        batch = self.loss_fn.q_sample(audio, std, generator=g, max_step=self.max_t)
         with self._autocast():
             eps = self.ddp(batch.x_t, batch.t, **self._conditioning(mel, label))
         loss = self.loss_fn(eps, batch)
@@ -182,6 +197,8 @@ class Trainer:
             raise TrainingError(f"non-finite gradient norm at step {self.step + 1}; lower the learning rate or use fp32")
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.tdpm is not None and self.tdpm.active(self.step):
+            logs.update(self.tdpm.step(self.model, audio, self.prior.conditioner(mel), std, g))
         self.step += 1
         self._update_ema()
         return {"loss": total.item(), "grad_norm": float(norm), **logs}
@@ -198,14 +215,21 @@ class Trainer:
         frames = min(ic.crop_frames, mel.shape[-1])
         items = min(ic.batch_items or audio.shape[0], audio.shape[0])
         x0, m = audio[:items, : frames * hop], mel[:items, :, :frames]
-        betas = infer_schedule(self.cfg, self.step)
+        betas = self._infer_betas()
         g = infer_noise_generator(self.cfg.train.seed, self.step, self.rank, self.device)
         # the raw module, not the DDP wrapper: its parameters' gradients are summed with the diffusion
         # forward's in the same backward pass, so DDP's reducer still sees one gradient per parameter
         with self._autocast():
             x0_hat = unrolled_sample(self.model, self.prior, self.schedule, betas, m, x0.shape[-1], g,
-                                     checkpoint=ic.checkpoint, clamp=ic.clamp)
+                                     checkpoint=ic.checkpoint, clamp=ic.clamp,
+                                     implicit=self.tdpm.generator if self.tdpm is not None else None)
         return self.infer_loss(x0_hat.float(), x0.float()), len(betas)
+
+    def _infer_betas(self) -> list[float]:
+        """The infer loss's schedule: InferGrad's, or the truncated chain's K-step one."""
+        if self.tdpm is not None:
+            return truncated_betas(self.cfg, self.cfg.infer.steps)
+        return infer_schedule(self.cfg, self.step)
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -216,6 +240,8 @@ class Trainer:
                 e.mul_(decay).add_(v.float(), alpha=1 - decay)
             else:
                 e.copy_(v)
+        if self.tdpm is not None:
+            self.tdpm.update_ema(decay)
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
@@ -235,7 +261,8 @@ class Trainer:
         self.model.load_state_dict(self.ema)
         self.model.eval()
         try:
-            yield
+            with self.tdpm.ema_weights() if self.tdpm is not None else contextlib.nullcontext():
+                yield
         finally:
             self.model.load_state_dict(raw)
             self.model.train()
@@ -251,7 +278,7 @@ class Trainer:
         """The diffusion loss of one clip at 5 evenly spaced steps, with fixed noise."""
         g = torch.Generator(device=self.device).manual_seed(seed)
         out = []
-        for t in np.linspace(0, self.cfg.diffusion.steps - 1, 5).round().astype(int):
+        for t in np.linspace(0, (self.max_t or self.cfg.diffusion.steps) - 1, 5).round().astype(int):
             batch = self.loss_fn.q_sample(audio, std, t=torch.tensor([t], device=self.device), generator=g)
             out.append(self.loss_fn(self.model.denoise(batch.x_t, batch.t, cond), batch).item())
         return out
@@ -267,15 +294,17 @@ class Trainer:
             std = self.prior.std(m, a.shape[-1])
             cond = self.model.condition(self.prior.conditioner(m))
             losses += self._fixed_step_losses(a, std, cond, 1234 + i)
+            gen = (self.tdpm.generator.start_fn(self.model, cond, self.prior.conditioner(m), std)
+                   if self.tdpm is not None else None)
             x = sampler.sample(lambda x, t: self.model.denoise(x, t, cond), std, 1, a.shape[-1],
-                               PositionalNoise(i), device=self.device)
+                               PositionalNoise(i), device=self.device, generate=gen)
             l1s.append(log_mel_l1(self.mel_fn(x), m).item())
             sc, mag = self.mr_stft(x.float(), a.float())
             mrs.append((sc + mag).item())
             samples.append(x[0].float().cpu())
             for k, s in extra.items():
                 y = s.sample(lambda x, t: self.model.denoise(x, t, cond), std, 1, a.shape[-1],
-                             PositionalNoise(i), device=self.device)
+                             PositionalNoise(i), device=self.device, generate=gen)
                 sc, mag = self.mr_stft(y.float(), a.float())
                 extra_vals.setdefault(f"log_mel_l1_{k}steps", []).append(log_mel_l1(self.mel_fn(y), m).item())
                 extra_vals.setdefault(f"mr_stft_{k}steps", []).append((sc + mag).item())
@@ -299,7 +328,7 @@ class Trainer:
         if not ic.enabled:
             return {}
         if ic.mode == "step-specific":
-            betas = infer_schedule(self.cfg, self.step)
+            betas = self._infer_betas()
             if len(betas) == self.cfg.train.valid_steps and betas == self.cfg.diffusion.fast_schedules.get(len(betas)):
                 return {}
             return {len(betas): DiffusionSampler.fast(self.schedule, betas, self.cfg.diffusion.clamp)}
@@ -330,7 +359,12 @@ class Trainer:
         name = f"ckpt-{self.step:08d}"
         state = {"optimizer": self.optimizer.state_dict(), "step": self.step,
                  "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {}}
-        path = save_checkpoint(self.run_dir / name, self.cfg, self.stats, self.ema, self.model.state_dict(), state)
+        extra = None
+        if self.tdpm is not None:
+            extra, gan_state = self.tdpm.state()
+            state.update(gan_state)
+        path = save_checkpoint(self.run_dir / name, self.cfg, self.stats, self.ema, self.model.state_dict(), state,
+                               extra_weights=extra)
         write_latest(self.run_dir, name)
         keep = self.cfg.train.keep_checkpoints
         old = sorted(p for p in self.run_dir.glob("ckpt-*") if p.is_dir() and p.name != name)

@@ -19,7 +19,7 @@ import torch
 
 from .audio import MelSpectrogram, check_mel, load_audio, peak_normalize
 from .checkpoint import Checkpoint, load_checkpoint
-from .components import build, build_sampler
+from .components import build, build_implicit_prior, build_sampler
 from .config import Config
 from .errors import CheckpointError, DiffvocError
 from .sampler import DiffusionSampler, NoiseSource, PositionalNoise
@@ -55,13 +55,23 @@ class Vocoder:
     """
 
     def __init__(self, config: Config, weights: dict[str, torch.Tensor], stats: dict[str, Any] | None = None,
-                 device: str | torch.device = "cpu", where: str = "checkpoint") -> None:
+                 device: str | torch.device = "cpu", where: str = "checkpoint",
+                 extras: dict[str, Any] | None = None) -> None:
         self.config = config
         self.stats = dict(stats or {})
         self.device = torch.device(device)
         model, self.schedule, self.prior = build(config, self.stats)
         load_weights(model, weights, where)
         self.model = model.to(self.device).eval()
+        # truncated diffusion (TDPM): x_{T_trunc} comes from the implicit prior
+        self.implicit = build_implicit_prior(config, self.prior)
+        if self.implicit is not None:
+            if self.implicit.net is not None:
+                if "generator" not in (extras or {}):
+                    raise CheckpointError(f"{where}: this truncated model's generator weights are missing")
+                load_weights(self.implicit, {f"net.{k}" if not k.startswith("net.") else k: v
+                                             for k, v in extras["generator"].items()}, where + " (generator)")
+            self.implicit = self.implicit.to(self.device).eval()
         self._mel = MelSpectrogram(config.audio)
 
     @classmethod
@@ -80,7 +90,7 @@ class Vocoder:
 
     @classmethod
     def from_checkpoint(cls, ck: Checkpoint, device: str | torch.device = "cpu") -> "Vocoder":
-        return cls(ck.config, ck.weights, ck.stats, device, where=str(ck.path))
+        return cls(ck.config, ck.weights, ck.stats, device, where=str(ck.path), extras=ck.extras)
 
     @property
     def sample_rate(self) -> int:
@@ -132,7 +142,10 @@ class Vocoder:
 
     def default_context(self, n_steps: int) -> int:
         """Frames of context per side: the network's receptive field times min(steps, 2), rounded up."""
-        return int(math.ceil(self.model.receptive_field() * min(n_steps, 2) / self.hop)) + 2
+        field = self.model.receptive_field() * min(n_steps, 2)
+        if self.implicit is not None and self.implicit.net is not None:
+            field += self.implicit.net.receptive_field()
+        return int(math.ceil(field / self.hop)) + 2
 
     def _segment(self, mel: torch.Tensor, sampler: DiffusionSampler, noise: NoiseSource, start: int) -> torch.Tensor:
         B, _, frames = mel.shape
@@ -143,7 +156,10 @@ class Vocoder:
         def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             return self.model.denoise(x, t, cond)
 
-        return sampler.sample(denoise, std, B, length, noise, start=start, device=self.device)
+        generate = None
+        if self.implicit is not None:  # TDPM: x_{T_trunc} = G(z, mel)
+            generate = self.implicit.start_fn(self.model, cond, self.prior.conditioner(mel), std)
+        return sampler.sample(denoise, std, B, length, noise, start=start, device=self.device, generate=generate)
 
     def _weighted_chunk(self, mel: torch.Tensor, lo: int, a: int, b: int, last: bool, sampler: DiffusionSampler,
                         noise: NoiseSource, fade: int) -> torch.Tensor:
