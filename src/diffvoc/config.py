@@ -237,7 +237,7 @@ class TruncationConfig:
     """
 
     enabled: bool = False
-    steps: int | None = 20  # T_trunc (1-based: x_{T_trunc}); None: set from noise_level
+    steps: int | None = 35  # T_trunc (1-based: x_{T_trunc}); 35 of T=50: noise level 0.46. None: from noise_level
     noise_level: float | None = None  # 1 − ᾱ at truncation; used when steps is None
     generator: str = "separate"  # "shared" | "separate"
     generator_input: str = "prior"  # "prior" | "standard"

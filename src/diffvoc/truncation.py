@@ -110,6 +110,8 @@ class ImplicitPrior(nn.Module):
         self.skip = math.sqrt(self.level) if tc.generator_skip else 0.0
         self.net = None if self.shared else DiffWave(generator_model_config(cfg), 2, cfg.audio.n_mels,
                                                      cfg.audio.hop_length, extra_cond_channels)
+        if self.net is not None:  # f starts at exactly 0 (DiffWave zeroes the output weights; the bias too)
+            nn.init.zeros_(self.net.output_projection.bias)
 
     @property
     def calls(self) -> int:
