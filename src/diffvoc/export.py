@@ -65,6 +65,8 @@ def export_onnx(vocoder: Vocoder, output: str | Path) -> dict[str, Path]:
     """Export ``vocoder``'s denoiser and conditioner to ONNX (each file written atomically)."""
     if vocoder.config.model.conditioning != "mel":
         raise DiffvocError("ONNX export supports mel-conditioned models")
+    if vocoder.config.truncation.enabled:
+        raise DiffvocError("ONNX export does not cover truncated (TDPM) models yet: their implicit prior is not exported")
     paths = _paths(output)
     model = vocoder.model.float().cpu().eval()
     cfg = vocoder.config

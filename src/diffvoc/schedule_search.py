@@ -284,6 +284,8 @@ def search_schedule(checkpoint: str | Path, steps: int, data: str | Path | None 
     t0 = time.perf_counter()
     ck = load_checkpoint(checkpoint)
     cfg = ck.config
+    if ck.config.truncation.enabled:
+        raise DiffvocError("search-schedule does not search truncated (TDPM) chains yet; set truncation.schedules")
     vocoder = Vocoder.from_checkpoint(ck, device)
     data = str(data or cfg.data.path)
     items = load_clips(data, cfg.audio, split, clips, seconds)
