@@ -52,7 +52,7 @@ PRESETS = {
             "base_steps": 1200, "steps": 600,
             "truncation": {"steps": 35, "generator_channels": 8, "generator_layers": 8, "generator_cycle": 8,
                            "discriminator_channels": 16, "discriminator_scales": 3, "generator_lr": 2e-4,
-                           "discriminator_lr": 1e-3, "r1_gamma": 0.1},
+                           "discriminator_lr": 1e-3, "r1_gamma": 0.01},
             "infer": {"steps": 2, "crop_frames": 16, "batch_items": 2},
             "test": {"clips": 8, "seconds": 1.5}, "parallel": 2},
     "smoke": {"model": {"residual_channels": 8, "residual_layers": 4, "dilation_cycle": 2},
@@ -77,6 +77,8 @@ PRESETS = {
 
 
 def system_config(p: dict, data: str, prior: str, system: str, seed: int) -> dict:
+    """``system`` is one of SYSTEMS, a truncated one optionally with ``@T_trunc``."""
+    system, _, trunc = system.partition("@")
     steps = p["steps"]
     cfg = {"audio": {"preset": "hifigan"}, "model": dict(p["model"]), "diffusion": {"preset": "t50"},
            "prior": {"kind": prior}, "data": {"path": data, **p["data"]},
@@ -85,6 +87,8 @@ def system_config(p: dict, data: str, prior: str, system: str, seed: int) -> dic
     if system.startswith("tdpm"):
         cfg["truncation"] = {"enabled": True, **p["truncation"],
                              "generator": "shared" if system == "tdpm_shared" else "separate"}
+        if trunc:
+            cfg["truncation"]["steps"] = int(trunc)
     if system.endswith("infer"):
         cfg["infer"] = {"enabled": True, "mode": "step-specific", **p["infer"]}
     return cfg
@@ -193,6 +197,8 @@ def main() -> None:
     ap.add_argument("--priors", nargs="+", default=["standard", "priorgrad"], choices=["standard", "priorgrad"])
     ap.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
     ap.add_argument("--steps", type=int, default=None, help="fine-tuning steps per system (equal budget)")
+    ap.add_argument("--trunc-steps", type=int, nargs="+", default=None,
+                    help="T_trunc values for the `tdpm` system (the other truncated systems use the first)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per training / evaluation process")
     ap.add_argument("--seed", type=int, default=0)
@@ -228,7 +234,12 @@ def main() -> None:
                 sys.exit(f"training the {prior} base model failed; see {run / 'train.log'}")
         bases[prior] = str(run)
 
-    jobs = [(prior, system) for prior in args.priors for system in args.systems]
+    if args.trunc_steps:
+        p["truncation"] = {**p["truncation"], "steps": args.trunc_steps[0]}
+    jobs = [(prior, system) for prior in args.priors for system in args.systems
+            if not (system == "tdpm" and args.trunc_steps and len(args.trunc_steps) > 1)]
+    if args.trunc_steps and len(args.trunc_steps) > 1 and "tdpm" in args.systems:
+        jobs += [(prior, f"tdpm@{k}") for prior in args.priors for k in args.trunc_steps]
     pending, running = list(jobs), {}
     while pending or running:
         while pending and len(running) < p["parallel"]:

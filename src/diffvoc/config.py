@@ -248,10 +248,13 @@ class TruncationConfig:
     discriminator_channels: int = 16
     discriminator_scales: int = 3  # multi-scale sub-discriminators (raw, ×2, ×4 average-pooled)
     discriminator_periods: list[int] = field(default_factory=list)  # multi-period ones, e.g. [2, 3, 5, 7, 11]
+    # spectral ones: [n_fft, hop, win] of a log-magnitude STFT each (see diffvoc.discriminator)
+    discriminator_resolutions: list[list[int]] = field(
+        default_factory=lambda: [[512, 128, 512], [1024, 256, 1024], [2048, 512, 2048]])
     generator_lr: float = 2e-5
     discriminator_lr: float = 2.5e-3
     gan_betas: list[float] = field(default_factory=lambda: [0.0, 0.99])
-    r1_gamma: float = 0.1
+    r1_gamma: float = 0.01  # REFERENCE range 0.01–1; larger values kept D at chance in CPU tests
     r1_every: int = 16
     gan_weight: float = 1.0  # weight of the generator's adversarial loss
     gan_start_step: int = 0
@@ -462,8 +465,10 @@ def _validate_truncation(cfg: "Config") -> None:
     if min(tc.generator_channels, tc.generator_layers, tc.generator_cycle, tc.discriminator_channels,
            tc.r1_every, tc.gan_every) < 1 or tc.discriminator_scales < 0 or tc.gan_start_step < 0:
         raise ConfigError("truncation sizes, r1_every and gan_every must be >= 1, gan_start_step >= 0")
-    if tc.discriminator_scales == 0 and not tc.discriminator_periods:
-        raise ConfigError("truncation needs at least one discriminator (scales or periods)")
+    if tc.discriminator_scales == 0 and not tc.discriminator_periods and not tc.discriminator_resolutions:
+        raise ConfigError("truncation needs at least one discriminator (scales, periods or resolutions)")
+    if any(len(r) != 3 or not (0 < r[1] and 0 < r[2] <= r[0]) for r in tc.discriminator_resolutions):
+        raise ConfigError("truncation.discriminator_resolutions: each must be [n_fft, hop, win] with 0 < win <= n_fft")
     if any(p < 2 for p in tc.discriminator_periods):
         raise ConfigError("truncation.discriminator_periods must be >= 2")
     if len(tc.gan_betas) != 2 or not all(0 <= b < 1 for b in tc.gan_betas):

@@ -9,6 +9,11 @@ with the waveform at the input.
   waveform average-pooled by 1, 2, 4, ...
 * :class:`PeriodDiscriminator` (HiFi-GAN-style multi-period): the waveform folded into
   ``[T/p, p]`` and 2-D convolutions with kernels ``(k, 1)``.
+* :class:`SpectralDiscriminator` (multi-resolution, as UnivNet/Vocos): 1-D convolutions over the
+  frames of the log-magnitude STFT (bins as channels). Near the truncation point speech lies 10–20 dB
+  below the diffusion noise in the waveform, but its harmonics stand above the noise floor in the
+  spectrum, next to the mel that predicts them: in the CPU tests here the waveform-only
+  discriminators stayed at chance for hundreds of steps, the spectral one did not.
 
 Each returns a list of logit maps; the losses average over their positions.
 """
@@ -20,6 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 LEAK = 0.2
+SPEC_FLOOR = 1e-2  # power floor of the spectral discriminator's log-magnitude
 
 
 def _mel_features(proj: nn.Conv1d, mel: torch.Tensor, length: int) -> torch.Tensor:
@@ -77,6 +83,34 @@ class PeriodDiscriminator(nn.Module):
         return self.out(h)
 
 
+class SpectralDiscriminator(nn.Module):
+    """Log-magnitude STFT of one resolution, frames judged by 1-D convolutions with the mel beside them."""
+
+    def __init__(self, n_fft: int, hop: int, win: int, n_cond: int, channels: int = 16, mel_channels: int = 16) -> None:
+        super().__init__()
+        self.n_fft, self.hop, self.win = n_fft, hop, win
+        self.register_buffer("window", torch.hann_window(win), persistent=False)
+        c = 2 * channels
+        self.mel_proj = nn.Conv1d(n_cond, mel_channels, 1)
+        self.spec_proj = nn.Conv1d(n_fft // 2 + 1, c, 1)
+        self.convs = nn.ModuleList([
+            nn.Conv1d(c + mel_channels, c, 3, padding=1),
+            nn.Conv1d(c, c, 3, padding=2, dilation=2),
+            nn.Conv1d(c, c, 3, padding=4, dilation=4),
+        ])
+        self.out = nn.Conv1d(c, 1, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, mel: torch.Tensor) -> torch.Tensor:
+        spec = torch.stft(x.float(), self.n_fft, self.hop, self.win, self.window, center=True, return_complex=True)
+        # log-magnitude with a floor: ∂/∂|X| stays ≤ 1/(2√floor), so R1 is not dominated by near-silent bins
+        logmag = torch.log(spec.real.pow(2) + spec.imag.pow(2) + SPEC_FLOOR) * 0.5
+        h = torch.cat([self.spec_proj(logmag), _mel_features(self.mel_proj, mel, logmag.shape[-1])], dim=1)
+        h = F.leaky_relu(h, LEAK)
+        for conv in self.convs:
+            h = F.leaky_relu(conv(h), LEAK)
+        return self.out(h)
+
+
 class MelDiscriminator(nn.Module):
     """Multi-scale and/or multi-period mel-conditioned discriminator: ``D(x, mel)`` → list of logits.
 
@@ -85,12 +119,16 @@ class MelDiscriminator(nn.Module):
         channels: width of the first layer of every sub-discriminator.
         scales: number of multi-scale sub-discriminators (the k-th sees x average-pooled by 2^k).
         periods: periods of the multi-period sub-discriminators.
+        resolutions: ``[n_fft, hop, win]`` of the spectral sub-discriminators.
     """
 
-    def __init__(self, n_cond: int, channels: int = 16, scales: int = 3, periods: list[int] | None = None) -> None:
+    def __init__(self, n_cond: int, channels: int = 16, scales: int = 3, periods: list[int] | None = None,
+                 resolutions: list[list[int]] | None = None) -> None:
         super().__init__()
         self.scales = nn.ModuleList(ScaleDiscriminator(n_cond, channels) for _ in range(scales))
         self.periods = nn.ModuleList(PeriodDiscriminator(p, n_cond, channels) for p in (periods or []))
+        self.spectral = nn.ModuleList(SpectralDiscriminator(*r, n_cond=n_cond, channels=channels)
+                                      for r in (resolutions or []))
 
     def forward(self, x: torch.Tensor, mel: torch.Tensor) -> list[torch.Tensor]:
         """``x`` ``[B, T]``, ``mel`` ``[B, n_cond, frames]``."""
@@ -101,4 +139,5 @@ class MelDiscriminator(nn.Module):
                 h = F.avg_pool1d(h.unsqueeze(1), 4, stride=2, padding=1).squeeze(1)
             out.append(d(h, mel))
         out += [d(x, mel) for d in self.periods]
+        out += [d(x, mel) for d in self.spectral]
         return out
