@@ -144,11 +144,17 @@ def test_gan_losses_and_r1_match_their_formulas():
 
 
 def test_discriminator_sees_the_mel_and_handles_any_length():
-    d = MelDiscriminator(81, channels=4, scales=3, periods=[2, 3])
+    d = MelDiscriminator(81, channels=4, scales=3, periods=[2, 3], resolutions=[[256, 64, 256], [128, 32, 96]])
     x = torch.randn(2, 1001)
     mel = torch.randn(2, 81, 4)
     out = d(x, mel)
-    assert len(out) == 5 and all(o.shape[0] == 2 for o in out)
+    assert len(out) == 7 and all(o.shape[0] == 2 for o in out)
+    assert out[-2].shape[-1] == 1001 // 64 + 1  # spectral: one logit per STFT frame
+    # the spectral sub-discriminators' input gradient is bounded by the log floor (R1 stays finite)
+    from diffvoc.truncation import r1_penalty
+
+    quiet = MelDiscriminator(81, channels=4, scales=0, resolutions=[[256, 64, 256]])
+    assert math.isfinite(r1_penalty(quiet, torch.zeros(1, 1001), mel[:1]).item())
     out2 = d(x, mel + 1.0)
     assert any(not torch.allclose(a, b) for a, b in zip(out, out2))
 
