@@ -190,7 +190,7 @@ class TruncatedGAN:
         self.cfg, self.world = cfg, world
         self.generator = ImplicitPrior(cfg, schedule, extra_cond_channels).to(device)
         self.disc = MelDiscriminator(denoiser.cond_channels, tc.discriminator_channels, tc.discriminator_scales,
-                                     tc.discriminator_periods).to(device)
+                                     tc.discriminator_periods, tc.discriminator_resolutions).to(device)
         self.k = self.generator.k
         ab = float(schedule.alpha_bars[self.k - 1])
         self.a, self.b = math.sqrt(ab), math.sqrt(1.0 - ab)
