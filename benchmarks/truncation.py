@@ -236,10 +236,12 @@ def main() -> None:
 
     if args.trunc_steps:
         p["truncation"] = {**p["truncation"], "steps": args.trunc_steps[0]}
-    jobs = [(prior, system) for prior in args.priors for system in args.systems
-            if not (system == "tdpm" and args.trunc_steps and len(args.trunc_steps) > 1)]
-    if args.trunc_steps and len(args.trunc_steps) > 1 and "tdpm" in args.systems:
-        jobs += [(prior, f"tdpm@{k}") for prior in args.priors for k in args.trunc_steps]
+    # system-major order (both priors of a system, then the next system), so an interrupted run has
+    # the systems named first; `tdpm` once per --trunc-steps value when several are given
+    several = bool(args.trunc_steps and len(args.trunc_steps) > 1)
+    jobs = [(prior, f"{system}@{k}" if several and system == "tdpm" else system)
+            for system in args.systems for k in (args.trunc_steps if several and system == "tdpm" else [None])
+            for prior in args.priors]
     pending, running = list(jobs), {}
     while pending or running:
         while pending and len(running) < p["parallel"]:
