@@ -121,7 +121,8 @@ def cmd_vocode(args: argparse.Namespace) -> int:
     elif not out.parent.exists() and str(out.parent):
         raise DiffvocError(f"cannot write {out}: folder {out.parent} does not exist")
     schedule = parse_schedule(args.schedule) if args.schedule else None
-    vocoder = Vocoder.from_pretrained(args.checkpoint, device=args.device)
+    vocoder = Vocoder.from_pretrained(args.checkpoint, device=args.device, precision=args.precision,
+                                      compile=args.compile)
     sampler = vocoder.sampler(args.steps, schedule, args.full)  # validates the choice before any work
     mels, lengths = _inputs_to_mels(vocoder, args.inputs)
     targets = [out / (Path(p).name.removesuffix(".npy").rsplit(".", 1)[0] + ".wav") for p in args.inputs] if many else [out]
@@ -203,7 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"],
+                   help="network precision: fp32 (exact), bf16 (CPUs with AMX/AVX512-BF16, GPUs), auto")
+    p.add_argument("--compile", action="store_true", help="torch.compile the network step (eager fallback)")
     p.set_defaults(func=cmd_vocode)
 
     from .corpus import add_corpus_parser

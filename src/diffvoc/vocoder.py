@@ -45,6 +45,18 @@ def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], where
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in weights.items()})
 
 
+class _ItemNoise(NoiseSource):
+    """Every batch row draws the noise that row 0 of ``inner`` would (so a batch of different
+    utterances gets the same noise each would get when vocoded alone)."""
+
+    def __init__(self, inner: NoiseSource) -> None:
+        self.inner = inner
+
+    def __call__(self, draw, batch, start, length, device):
+        row = self.inner(draw, 1, start, length, device)
+        return row.expand(batch, length)
+
+
 class Vocoder:
     """A trained diffusion vocoder, ready to sample.
 
@@ -56,7 +68,8 @@ class Vocoder:
 
     def __init__(self, config: Config, weights: dict[str, torch.Tensor], stats: dict[str, Any] | None = None,
                  device: str | torch.device = "cpu", where: str = "checkpoint",
-                 extras: dict[str, Any] | None = None) -> None:
+                 extras: dict[str, Any] | None = None, precision: str = "fp32", engine: str = "fast",
+                 compile: bool = False, threads: int | None = None) -> None:
         self.config = config
         self.stats = dict(stats or {})
         self.device = torch.device(device)
@@ -73,11 +86,14 @@ class Vocoder:
                                              for k, v in extras["generator"].items()}, where + " (generator)")
             self.implicit = self.implicit.to(self.device).eval()
         self._mel = MelSpectrogram(config.audio)
+        self.set_speed(precision, engine, compile, threads)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path | None = None, device: str | torch.device = "cpu") -> "Vocoder":
+    def from_pretrained(cls, path: str | Path | None = None, device: str | torch.device = "cpu",
+                        **speed: Any) -> "Vocoder":
         """Load a checkpoint directory, a run directory (newest checkpoint) or an
-        lmnt-com/diffwave ``weights.pt``; with no argument, the bundled model."""
+        lmnt-com/diffwave ``weights.pt``; with no argument, the bundled model.
+        ``speed``: ``precision``, ``engine``, ``compile``, ``threads`` (see :meth:`set_speed`)."""
         if path is None:
             path = DEFAULT_CHECKPOINT
             if not path.exists():
@@ -86,11 +102,11 @@ class Vocoder:
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise DiffvocError("--device cuda asked for, but CUDA is not available")
         ck = load_checkpoint(path)
-        return cls.from_checkpoint(ck, dev)
+        return cls.from_checkpoint(ck, dev, **speed)
 
     @classmethod
-    def from_checkpoint(cls, ck: Checkpoint, device: str | torch.device = "cpu") -> "Vocoder":
-        return cls(ck.config, ck.weights, ck.stats, device, where=str(ck.path), extras=ck.extras)
+    def from_checkpoint(cls, ck: Checkpoint, device: str | torch.device = "cpu", **speed: Any) -> "Vocoder":
+        return cls(ck.config, ck.weights, ck.stats, device, where=str(ck.path), extras=ck.extras, **speed)
 
     @property
     def sample_rate(self) -> int:
@@ -153,8 +169,7 @@ class Vocoder:
         cond = self.model.condition(self.prior.conditioner(mel))
         std = self.prior.std(mel, length)
 
-        def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return self.model.denoise(x, t, cond)
+        denoise = self.denoiser(cond)  # the fast engine (diffvoc.fastpath) or the reference network
 
         generate = None
         if self.implicit is not None:  # TDPM: x_{T_trunc} = G(z, mel)
@@ -251,6 +266,87 @@ class Vocoder:
             add(*run(b, total))
             a = b
         yield acc[0, : total * hop - emitted].float().cpu().numpy()
+
+    # ---- speed (issue 7; diffvoc.fastpath) --------------------------------------------------------
+    def set_speed(self, precision: str = "fp32", engine: str = "fast", compile: bool = False,
+                  threads: int | None = None) -> None:
+        """Choose how the network runs: ``precision`` fp32 | bf16 | auto (bf16 needs AMX / AVX512-BF16
+        on a CPU), ``engine`` fast (:class:`~diffvoc.fastpath.FastDenoiser`, equal to the reference
+        network in fp32 to float rounding) | reference, ``compile`` (torch.compile, eager fallback)
+        and ``threads`` (``torch.set_num_threads``, process-wide)."""
+        from .fastpath import ENGINES, resolve_precision
+
+        if engine not in ENGINES:
+            raise DiffvocError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+        resolve_precision(precision, self.device)  # fail early on an unsupported choice
+        if threads:
+            torch.set_num_threads(int(threads))
+        self.speed = {"precision": precision, "engine": engine, "compile": bool(compile)}
+        self._factory, self._factory_key = None, None
+
+    def denoiser(self, cond: torch.Tensor | None, lengths: list[int] | None = None):
+        """``denoise(x, t) -> eps`` for the sampler, with the conditioner ``cond`` fixed. The engine is
+        rebuilt when the model's weights change (it reads them once)."""
+        from .fastpath import DenoiserFactory
+
+        params = list(self.model.parameters())
+        key = tuple((p.data_ptr(), p._version) for p in params)
+        if self._factory is None or key != self._factory_key:
+            self._factory = DenoiserFactory(self.model, **self.speed)
+            self._factory_key = key
+        return self._factory(cond, lengths)
+
+    @torch.inference_mode()
+    def vocode_batch(self, mels: list[np.ndarray], steps: int | None = 6, schedule: list[float] | None = None,
+                     full: bool = False, seed: int = 0, batch_size: int = 8, chunk_frames: int = 512,
+                     **kw: Any) -> list[np.ndarray]:
+        """Vocode many mels ``[n_mels, frames_i]`` of different lengths; returns one waveform each
+        (``frames_i · hop`` samples), equal to ``vocode(mel_i, seed=seed)`` one by one.
+
+        Short mels are grouped (``batch_size``, similar lengths together) and run as one batch: each
+        item keeps its own conditioner, prior, noise and length (the fast engine treats every item as
+        a sequence of its own; the reference network sees zero padding after a shorter item, which
+        changes its last receptive field's worth of samples slightly). Mels longer than a chunk are
+        vocoded alone, in chunks."""
+        if self.config.model.conditioning != "mel":
+            raise DiffvocError("this model is not mel-conditioned; use `diffvoc generate`")
+        for m in mels:
+            check_mel(m, self.config.audio.n_mels)
+            if np.asarray(m).ndim != 2:
+                raise DiffvocError("vocode_batch takes a list of 2-D mels [n_mels, frames]")
+        sampler = self.sampler(steps, schedule, full)
+        out: list[np.ndarray | None] = [None] * len(mels)
+        fade = kw.get("fade_frames", 8)
+        short = [i for i, m in enumerate(mels) if not (chunk_frames > 0 and m.shape[-1] > chunk_frames + 2 * fade)]
+        for i in sorted(set(range(len(mels))) - set(short)):
+            out[i] = self.vocode(mels[i], steps=steps, schedule=schedule, full=full, seed=seed,
+                                 chunk_frames=chunk_frames, **kw)
+        short.sort(key=lambda i: mels[i].shape[-1])
+        hop = self.hop
+        for k in range(0, len(short), max(1, batch_size)):
+            idx = short[k:k + max(1, batch_size)]
+            frames = [mels[i].shape[-1] for i in idx]
+            width = max(frames)
+            length = width * hop
+            conds, stds = [], []
+            for i in idx:  # per item, unpadded: its own conditioner and prior σ, then zero padding
+                m = torch.as_tensor(np.asarray(mels[i], np.float32), device=self.device)[None]
+                c = self.model.condition(self.prior.conditioner(m))
+                conds.append(torch.nn.functional.pad(c, (0, length - c.shape[-1])))
+                sd = self.prior.std(m, m.shape[-1] * hop).expand(1, m.shape[-1] * hop)
+                stds.append(torch.nn.functional.pad(sd, (0, length - sd.shape[-1]), value=1.0))
+            cond, std = torch.cat(conds), torch.cat(stds)
+            lengths = [f * hop for f in frames]
+            denoise = self.denoiser(cond, lengths)
+            noise = _ItemNoise(PositionalNoise(seed))
+            generate = None
+            if self.implicit is not None:
+                raise DiffvocError("vocode_batch does not support truncated models yet; use vocode")
+            wav = sampler.sample(denoise, std, len(idx), length, noise, start=0, device=self.device,
+                                 generate=generate)
+            for j, i in enumerate(idx):
+                out[i] = wav[j, :lengths[j]].float().cpu().numpy()
+        return out  # type: ignore[return-value]
 
     def vocode_file(self, path: str | Path, **kw: Any) -> np.ndarray:
         """Analysis–synthesis of an audio file (its mel, vocoded), trimmed to the input's length."""
