@@ -121,7 +121,6 @@ def finished(run: Path, cfg: dict, steps: int, init_from: str) -> bool:
 
 def evaluate(run: str, data: str, test: dict, device: str, threads: int, seed: int) -> dict:
     """MR-STFT, log-mel L1 (mean ± 95% CI over clips, per-clip values) and RTF at each K in CALLS."""
-    import numpy as np
     import torch
 
     from diffvoc.audio import MelSpectrogram

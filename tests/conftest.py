@@ -71,6 +71,33 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
                           text=True, timeout=timeout)
 
 
+def train_straight_and_resumed(cfg, root: Path, stop_at: int, files=("model_raw",)) -> dict:
+    """Train ``cfg`` to ``train.max_steps`` in one go (``root/straight``) and again stopping at
+    ``stop_at`` then resuming (``root/resumed``); assert the final checkpoints' ``files`` are
+    bit-identical. Returns the straight run's last logged values."""
+    from safetensors.torch import load_file
+
+    from diffvoc.trainer import Trainer
+
+    a = Trainer(cfg, root / "straight", progress=False)
+    last = a.train()
+    a.close()
+    b = Trainer(cfg, root / "resumed", progress=False)
+    b.train(max_steps=stop_at)
+    b.close()
+    c = Trainer(cfg, root / "resumed", resume=True, progress=False)
+    c.train()
+    c.close()
+    name = f"ckpt-{cfg.train.max_steps:08d}"
+    for f in files:
+        sa = load_file(root / "straight" / name / f"{f}.safetensors")
+        sc = load_file(root / "resumed" / name / f"{f}.safetensors")
+        assert set(sa) == set(sc), f
+        for k in sa:
+            assert torch.equal(sa[k], sc[k]), (f, k)
+    return last
+
+
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory) -> Path:
     return make_corpus(tmp_path_factory.mktemp("corpus"))

@@ -8,15 +8,13 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from safetensors.torch import load_file
 
-from conftest import run_cli, tiny_config_yaml
+from conftest import run_cli, tiny_config_yaml, train_straight_and_resumed
 from diffvoc.components import build, build_sampler
 from diffvoc.config import Config, ConfigError, truncation_steps
 from diffvoc.discriminator import MelDiscriminator
 from diffvoc.errors import ScheduleError
 from diffvoc.losses import DiffusionLoss
-from diffvoc.prior import StandardPrior
 from diffvoc.sampler import GlobalNoise
 from diffvoc.schedule import NoiseSchedule
 from diffvoc.truncation import TruncatedGAN, d_loss, g_loss, r1_penalty, truncated_betas, truncation_level
@@ -235,27 +233,11 @@ def test_training_draws_t_only_below_the_truncation(tmp_path, data_dir):
 
 @pytest.mark.slow
 def test_truncated_checkpoint_round_trips_resumes_exactly_and_vocodes(tmp_path, data_dir):
-    from diffvoc.trainer import Trainer
-
     yml = tdpm_yaml(tmp_path / "c.yaml", data_dir, {"steps": 30, "gan_start_step": 1}, prior={"kind": "priorgrad"},
                     train={"max_steps": 4, "save_every": 2, "valid_every": 2, "batch_size": 2})
-    cfg = Config.load(yml)
-    a = Trainer(cfg, tmp_path / "straight", progress=False)
-    last = a.train()
-    a.close()
+    last = train_straight_and_resumed(Config.load(yml), tmp_path, 2,
+                                      ("model_raw", "generator_raw", "generator", "discriminator"))
     assert {"gan/d_loss", "gan/g_loss", "valid_mr_stft"} <= set(last)
-    b = Trainer(cfg, tmp_path / "resumed", progress=False)
-    b.train(max_steps=2)
-    b.close()
-    c = Trainer(cfg, tmp_path / "resumed", resume=True, progress=False)
-    c.train()
-    c.close()
-    for f in ("model_raw", "generator_raw", "generator", "discriminator"):
-        sa = load_file(tmp_path / "straight" / "ckpt-00000004" / f"{f}.safetensors")
-        sc = load_file(tmp_path / "resumed" / "ckpt-00000004" / f"{f}.safetensors")
-        assert set(sa) == set(sc)
-        for k in sa:
-            torch.testing.assert_close(sa[k], sc[k], rtol=0, atol=0)
 
     voc = Vocoder.from_pretrained(tmp_path / "straight")
     assert voc.implicit is not None and voc.config.truncation.enabled

@@ -45,7 +45,6 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 PRECISIONS = ("fp32", "bf16", "auto")
 
