@@ -137,3 +137,97 @@ def test_cli_report(results, trained_run, tmp_path):
     r = run_cli("report", str(tmp_path / "missing.json"), "-o", str(tmp_path / "site2"))
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert r.returncode == 1 and len(lines) == 1 and lines[0].startswith("diffvoc report: error:"), r.stderr
+
+
+# ------------------------------------------------------------------------- generated samples (issue 8)
+
+
+@pytest.fixture(scope="module")
+def generated_dirs(tmp_path_factory) -> dict[str, Path]:
+    """Two folders named as `diffvoc generate` names its clips, and a benchmarks/generation.py JSON."""
+    import json
+
+    import numpy as np
+    import soundfile as sf
+
+    from diffvoc.generation import output_name
+
+    root = tmp_path_factory.mktemp("generated")
+    rng = np.random.default_rng(0)
+    for kind, labels in (("cond", [0, 1, 2, 3]), ("uncond", [None, None, None])):
+        (root / kind).mkdir()
+        for k, label in enumerate(labels):
+            x = 0.3 * np.sin(2 * np.pi * (200 + 50 * k) * np.arange(16000) / 16000) + 0.01 * rng.standard_normal(16000)
+            sf.write(root / kind / output_name(label, k), x.astype(np.float32), 16000, subtype="PCM_16")
+    (root / "gen.json").write_text(json.dumps({
+        "meta": {"created": "2026-01-01T00:00:00", "n": 4, "sampler": "6-step fast sampling",
+                 "classifier": {"path": "benchmarks/results/digit_classifier", "test_accuracy": 0.986},
+                 "command": "python benchmarks/generation.py --n 4"},
+        "rows": [{"system": "cond", "kind": "generated", "n": 4, "fid": 12.5, "is": 1.25, "mis": 150.0,
+                  "mis_class": 1.0, "am": 1.5, "ndb_k": 0.9, "accuracy": 0.25, "rtf": 0.5},
+                 {"system": "real train", "kind": "real", "n": 40, "fid": 0.0, "is": 9.5, "accuracy": 1.0}]}))
+    return {"cond": root / "cond", "uncond": root / "uncond", "json": root / "gen.json"}
+
+
+@pytest.fixture(scope="module")
+def generated_report(tmp_path_factory, generated_dirs) -> Path:
+    d = generated_dirs
+    return build_report([], tmp_path_factory.mktemp("gensite") / "report",
+                        generated=[f"conditional={d['cond']}", str(d["uncond"])], generation_results=[d["json"]],
+                        max_generated=3)
+
+
+def test_generated_samples_page(generated_report):
+    page = generated_report.read_text()
+    assert 'id="generated"' in page and 'id="samples"' not in page  # no copy-synthesis results given
+    assert page.count('<audio controls preload="auto"') == 3 + 3  # max_generated per folder
+    for text in ("conditional", "uncond", "“zero” (label 0) #0", "“two” (label 2) #2", "unconditional #1",
+                 "FID ↓", "12.500", "25.0%", "150.0", "real train", "98.6% on held-out voices",
+                 "python benchmarks/generation.py --n 4"):
+        assert text in page, text
+    assert "“three”" not in page  # the fourth clip is past --max-generated
+    links = re.findall(r'src="([^"]+)"', page)
+    assert len(links) == 2 * 6
+    for link in links:
+        assert not link.startswith(("/", "file:", "http")), link
+        assert (generated_report.parent / unquote(link)).is_file(), link
+
+
+@needs_chromium
+def test_generated_players_load_in_chromium(generated_report, tmp_path):
+    r = chromium("--dump-dom", generated_report.as_uri(), user_data=tmp_path / "profile")
+    m = re.search(r'<pre id="selfcheck" data-status="(\w+)">([^<]*)</pre>', r.stdout)
+    assert m and m[1] == "ok" and "audio 6/6, images 6/6" in m[2], r.stdout[-2000:]
+
+
+def test_generated_with_copy_synthesis_results(results, generated_dirs, tmp_path):
+    page = build_report([results], tmp_path / "site", generated=[str(generated_dirs["cond"])]).read_text()
+    assert 'id="samples"' in page and 'id="generated"' in page
+    assert page.count("<audio") == 2 * 3 + 4
+
+
+def test_generated_bad_inputs(generated_dirs, tmp_path):
+    with pytest.raises(DiffvocError, match="nothing to report"):
+        build_report([], tmp_path / "site")
+    with pytest.raises(DiffvocError, match="no such folder"):
+        build_report([], tmp_path / "site", generated=[f"x={tmp_path / 'missing'}"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DiffvocError, match="no .wav files"):
+        build_report([], tmp_path / "site", generated=[str(tmp_path / "empty")])
+    (tmp_path / "x.json").write_text('{"rows": 1}')
+    with pytest.raises(DiffvocError, match="not a results file of benchmarks/generation.py"):
+        build_report([], tmp_path / "site", generation_results=[tmp_path / "x.json"])
+    with pytest.raises(DiffvocError, match="--max-generated"):
+        build_report([], tmp_path / "site", generated=[str(generated_dirs["cond"])], max_generated=0)
+    assert not (tmp_path / "site").exists()
+
+
+@pytest.mark.skipif(not wired("report"), reason="diffvoc.cli does not wire `report` yet")
+def test_cli_report_generated_only(generated_dirs, tmp_path):
+    r = run_cli("report", "-o", str(tmp_path / "site"), "--generated", f"cond={generated_dirs['cond']}",
+                "--generation-results", str(generated_dirs["json"]), "--max-generated", "2")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "site" / "index.html").read_text().count("<audio") == 2
+    r = run_cli("report", "-o", str(tmp_path / "site2"))
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode == 1 and len(lines) == 1 and "nothing to report" in lines[0], r.stderr

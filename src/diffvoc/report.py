@@ -13,6 +13,13 @@ page has the tables and curves and says how to get the samples. Spectrograms use
 own mel recipe (the audio config stored in the results), drawn on the colour scale of the ground
 truth of the same utterance. A small inline script checks on load that every audio element reads
 its metadata and every image decodes, and writes the outcome into ``<pre id="selfcheck">``.
+
+Generated samples (class-conditional or unconditional digits, issue 8): ``--generated [NAME=]DIR``
+(repeatable) shows the first ``--max-generated`` wav files of each folder written by ``diffvoc
+generate`` or ``benchmarks/generation.py --save-audio`` (``<label>_<k>.wav`` is labelled with its
+digit, ``uncond_<k>.wav`` as unconditional), each with a player and a log-mel spectrogram on one
+colour scale per folder; ``--generation-results GEN.json`` adds the FID/IS/mIS/AM/NDB table that
+``benchmarks/generation.py`` wrote. A page of generated samples alone needs no ``RESULTS.json``.
 """
 
 from __future__ import annotations
@@ -29,15 +36,21 @@ from urllib.parse import quote
 
 import numpy as np
 
+from .corpus import DIGIT_WORDS
 from .errors import DiffvocError
 from .evaluate import DISPLAY_NAMES, FORMAT, LOWER_IS_BETTER, arrow, fmt_stat, safe_name, table_columns
 from .io import atomic_dir, atomic_write_text
 
-__all__ = ["add_report_parser", "build_report", "cmd_report", "load_results", "read_curves"]
+__all__ = ["GeneratedSet", "add_report_parser", "build_report", "cmd_report", "load_generated",
+           "load_generation_results", "load_results", "read_curves"]
 
 GENERATOR = "diffvoc report"
 CURVE_TAGS_PREFIX = ("valid/",)
 CURVE_TAGS = ("train/loss",)
+# (key in a benchmarks/generation.py row, title, arrow): the columns of the generation table.
+GENERATION_COLUMNS = [("n", "n", ""), ("fid", "FID", "↓"), ("is", "IS", "↑"), ("mis", "mIS", "↑"),
+                      ("mis_class", "mIS within class", "↑"), ("am", "AM", "↓"), ("ndb_k", "NDB/K", "↓"),
+                      ("accuracy", "accuracy", "↑"), ("rtf", "RTF", "↓")]
 
 
 @dataclass
@@ -58,6 +71,16 @@ class Column:
     results: Results
     system: dict[str, Any]
     cells: dict[str, dict[str, str]] = field(default_factory=dict)  # utterance id -> {audio, image}
+
+
+@dataclass
+class GeneratedSet:
+    """A folder of generated clips: ``clips`` are (wav file, caption), in file-name order."""
+
+    name: str
+    folder: Path
+    clips: list[tuple[Path, str]]
+    cells: list[dict[str, str]] = field(default_factory=list)  # per clip: {audio, image, caption}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -83,6 +106,48 @@ def load_results(path: str | Path) -> Results:
             audio_dir = (path.resolve().parent / cand).resolve()
             break
     return Results(path, data, audio_dir)
+
+
+def _caption(stem: str) -> str:
+    """``3_0007`` -> ``"three" (label 3) #7``; ``uncond_0002`` -> ``unconditional #2``; else the stem."""
+    head, _, tail = stem.rpartition("_")
+    if head and tail.isdigit():
+        if head == "uncond":
+            return f"unconditional #{int(tail)}"
+        if head.isdigit() and int(head) < len(DIGIT_WORDS):
+            return f"“{DIGIT_WORDS[int(head)]}” (label {int(head)}) #{int(tail)}"
+    return stem
+
+
+def load_generated(spec: str | Path, limit: int = 10) -> GeneratedSet:
+    """``[NAME=]DIR``: the first ``limit`` wav files of DIR (named after the folder without NAME)."""
+    text = str(spec)
+    if "=" in text and not Path(text).exists():
+        name, folder = (part.strip() for part in text.split("=", 1))
+    else:
+        name, folder = Path(text).resolve().name, text
+    path = Path(folder)
+    if not path.is_dir():
+        raise DiffvocError(f"--generated {text}: no such folder {path}")
+    wavs = sorted(p for p in path.iterdir() if p.suffix.lower() == ".wav" and p.is_file())
+    if not wavs:
+        raise DiffvocError(f"--generated {text}: no .wav files in {path}")
+    return GeneratedSet(name or path.resolve().name, path, [(w, _caption(w.stem)) for w in wavs[:max(limit, 0)]])
+
+
+def load_generation_results(path: str | Path) -> dict[str, Any]:
+    """A results JSON of ``benchmarks/generation.py`` (``{"meta", "rows", ...}``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DiffvocError(f"no such generation results file: {path}")
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DiffvocError(f"{path} is not JSON ({str(e).splitlines()[0]})") from None
+    if not (isinstance(data, dict) and isinstance(data.get("rows"), list) and isinstance(data.get("meta"), dict)
+            and all(isinstance(r, dict) and "system" in r for r in data["rows"])):
+        raise DiffvocError(f"{path} is not a results file of benchmarks/generation.py")
+    return data
 
 
 def read_curves(run_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
@@ -230,6 +295,35 @@ def _assets(cols: list[Column], utts: list[tuple[str, float]], out: Path) -> Non
             col.cells[uid] = {"audio": wav_rel, "image": png_rel}
 
 
+def _generated_assets(sets: list[GeneratedSet], out: Path) -> None:
+    """Copy each set's clips into ``out/generated/NAME`` and draw their spectrograms beside them, on one
+    colour scale per set (its clips' overall range)."""
+    import soundfile as sf
+
+    used: set[str] = set()
+    for gs in sets:
+        name, k = safe_name(gs.name), 2
+        while name in used:
+            name, k = f"{safe_name(gs.name)}-{k}", k + 1
+        used.add(name)
+        (out / "generated" / name).mkdir(parents=True)
+        mels = []
+        for wav, _ in gs.clips:
+            try:
+                audio, sr = sf.read(wav, dtype="float32", always_2d=True)
+            except (RuntimeError, sf.LibsndfileError) as e:
+                raise DiffvocError(f"{wav}: not a readable audio file ({e})") from None
+            mels.append((_log_mel(audio.mean(axis=1), sr, None), sr))
+        lo = min(float(m.min()) for m, _ in mels)
+        hi = max(float(m.max()) for m, _ in mels)
+        for (wav, caption), (mel, sr) in zip(gs.clips, mels):
+            wav_rel = f"generated/{name}/{safe_name(wav.name)}"
+            png_rel = f"generated/{name}/{safe_name(wav.stem)}.png"
+            shutil.copyfile(wav, out / wav_rel)
+            _spectrogram_png(mel, out / png_rel, lo, hi, sr, 256)
+            gs.cells.append({"audio": wav_rel, "image": png_rel, "caption": caption})
+
+
 def _url(rel: str) -> str:
     return "/".join(quote(part) for part in rel.split("/"))
 
@@ -311,6 +405,54 @@ def _samples(cols: list[Column], utts: list[tuple[str, float]], have_audio: bool
             f'<tbody>{"".join(rows)}</tbody></table></div>')
 
 
+def _generation_table(data: dict[str, Any], path: Path) -> str:
+    m = data["meta"]
+    head = "".join(f"<th>{html.escape(f'{t} {a}'.strip())}</th>" for _, t, a in GENERATION_COLUMNS)
+    body = []
+    for r in data["rows"]:
+        cells = []
+        for key, _, _ in GENERATION_COLUMNS:
+            v = r.get(key)
+            if v is None or (isinstance(v, float) and not np.isfinite(v)):
+                text = "–"
+            elif key == "n":
+                text = str(v)
+            elif key == "accuracy":
+                text = f"{100 * v:.1f}%"
+            elif key in ("mis", "mis_class") and v >= 100:
+                text = f"{v:.1f}"
+            else:
+                text = f"{v:.3f}"
+            cells.append(f"<td>{html.escape(text)}</td>")
+        kind = "reference" if r.get("kind") == "real" else "model"
+        body.append(f'<tr class="{kind}"><th>{html.escape(str(r["system"]))}</th>{"".join(cells)}</tr>')
+    clf = m.get("classifier") or {}
+    acc = clf.get("test_accuracy")
+    note = (f"{html.escape(str(m.get('created', '')))} · {html.escape(str(m.get('n', '?')))} generated clips "
+            f"per model · {html.escape(str(m.get('sampler', '')))} · "
+            f"classifier {html.escape(str(clf.get('path', '?')))}"
+            + (f" ({100 * acc:.1f}% on held-out voices)" if isinstance(acc, (int, float)) else "")
+            + ". FID and NDB/K against the real train split; the real rows are references.")
+    return (f"<h3>{html.escape(str(path))}</h3><p class=\"note\">{note}</p>"
+            f'<div class="scroll"><table class="metrics generation"><thead><tr><th>system</th>{head}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table></div>'
+            + (f"<p class=\"note\">Command: <code>{html.escape(m['command'])}</code></p>" if m.get("command") else ""))
+
+
+def _generated(sets: list[GeneratedSet], tables: list[tuple[Path, dict[str, Any]]]) -> str:
+    parts = [_generation_table(data, path) for path, data in tables]
+    for gs in sets:
+        alt = [html.escape(f"log-mel spectrogram, {gs.name}, {c['caption']}") for c in gs.cells]
+        cells = "".join(
+            f'<figure class="gen"><img src="{_url(c["image"])}" alt="{a}"'
+            f' width="320" height="160"><audio controls preload="auto" src="{_url(c["audio"])}"></audio>'
+            f"<figcaption>{html.escape(c['caption'])}</figcaption></figure>" for c, a in zip(gs.cells, alt))
+        parts.append(f"<h3>{html.escape(gs.name)}</h3><p class=\"note\">{len(gs.cells)} clips from "
+                     f"{html.escape(str(gs.folder))}; log-mel spectrograms on one colour scale per folder.</p>"
+                     f'<div class="generated">{cells}</div>')
+    return "".join(parts)
+
+
 def _training(curves: list[tuple[str, str]], runs: list[str]) -> str:
     if not runs:
         return '<p class="note">No training runs given (<code>--runs RUN_DIR ...</code>).</p>'
@@ -331,6 +473,8 @@ tr.reference th, th.reference { background: #f3f7ee; } tr.griffin-lim th, th.gri
 table.samples img { display: block; width: 320px; height: 160px; }
 table.samples audio { width: 320px; margin-top: 4px; } td.missing { color: #999; }
 .curves { display: flex; flex-wrap: wrap; gap: 1em; } figure { margin: 0; }
+.generated { display: flex; flex-wrap: wrap; gap: 1em; } figure.gen img { display: block; width: 320px; height: 160px; }
+figure.gen audio { width: 320px; margin-top: 4px; } figure.gen figcaption { font-size: 0.9em; text-align: center; }
 pre { background: #f6f6f6; padding: 0.5em; overflow-x: auto; font-size: 0.85em; }
 """
 
@@ -372,16 +516,43 @@ SELFCHECK = """
 
 
 def render_page(results: list[Results], cols: list[Column], utts: list[tuple[str, float]],
-                curves: list[tuple[str, str]], runs: list[str], generated: str) -> str:
-    """The whole ``index.html`` as a string."""
+                curves: list[tuple[str, str]], runs: list[str], generated: str,
+                gen_sets: list[GeneratedSet] | None = None,
+                gen_tables: list[tuple[Path, dict[str, Any]]] | None = None) -> str:
+    """The whole ``index.html`` as a string (``generated`` is the build time)."""
     from . import __version__
 
-    labels = [c.label for c in cols if c.kind == "model"]
-    what = (f"Copy-synthesis by {html.escape(', '.join(labels) or 'no model')}: each system vocodes the mel of "
-            "the ground-truth recording. Griffin-Lim inverts the same mel (32 iterations).")
+    gen_sets, gen_tables = gen_sets or [], gen_tables or []
+    labels = [c.label for c in cols if c.kind == "model"] + [g.name for g in gen_sets]
+    what = ""
+    if results:
+        models = ", ".join(c.label for c in cols if c.kind == "model") or "no model"
+        what += (f"Copy-synthesis by {html.escape(models)}: each system vocodes the mel of the ground-truth "
+                 "recording. Griffin-Lim inverts the same mel (32 iterations). ")
+    if gen_sets or gen_tables:
+        what += "Generated samples: class-conditional or unconditional generation from noise (no mel input)."
     tables = "".join(f"<h3>Results {i}: {html.escape(str(r.path))}</h3>{_describe(r)}{_metrics_table(r)}"
                      for i, r in enumerate(results, 1))
-    settings = json.dumps(results[0].data["meta"].get("metric_settings", {}), indent=1)
+    settings = json.dumps(results[0].data["meta"].get("metric_settings", {}), indent=1) if results else ""
+    copy_synthesis = f"""<section id="metrics">
+<h2>Objective metrics</h2>
+<p class="note">Mean ± 95% confidence half width over utterances; ↑ higher is better, ↓ lower is better; the best
+system per column is in bold (ground truth excluded). The ground-truth row has DNSMOS only.</p>
+{tables}
+</section>
+<section id="samples">
+<h2>Samples</h2>
+<p class="note">Log-mel spectrograms on the ground truth's colour scale; first {len(utts)} utterances.</p>
+{_samples(cols, utts, any(c.cells for c in cols))}
+</section>
+""" if results else ""
+    generation = f"""<section id="generated">
+<h2>Generated samples</h2>
+{_generated(gen_sets, gen_tables)}
+</section>
+""" if (gen_sets or gen_tables) else ""
+    details = (f"<details><summary>Metric settings</summary><pre>{html.escape(settings)}</pre></details>"
+               if results else "")
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -397,22 +568,11 @@ def render_page(results: list[Results], cols: list[Column], utts: list[tuple[str
 <p>{what}</p>
 <p class="note">Report generated {html.escape(generated)} by diffvoc {html.escape(__version__)}.</p>
 </header>
-<section id="metrics">
-<h2>Objective metrics</h2>
-<p class="note">Mean ± 95% confidence half width over utterances; ↑ higher is better, ↓ lower is better; the best
-system per column is in bold (ground truth excluded). The ground-truth row has DNSMOS only.</p>
-{tables}
-</section>
-<section id="samples">
-<h2>Samples</h2>
-<p class="note">Log-mel spectrograms on the ground truth's colour scale; first {len(utts)} utterances.</p>
-{_samples(cols, utts, any(c.cells for c in cols))}
-</section>
-<section id="training">
+{copy_synthesis}{generation}<section id="training">
 <h2>Training curves</h2>
 {_training(curves, runs)}
 </section>
-<details><summary>Metric settings</summary><pre>{html.escape(settings)}</pre></details>
+{details}
 <pre id="selfcheck" data-status="pending">selfcheck pending</pre>
 <script>{SELFCHECK}</script>
 </body>
@@ -421,13 +581,25 @@ system per column is in bold (ground truth excluded). The ground-truth row has D
 
 
 def build_report(results_paths: list[str | Path], out_dir: str | Path, runs: list[str | Path] | None = None,
-                 max_utterances: int = 8) -> Path:
-    """Write the report folder (replaced as a whole, atomically) and return its ``index.html``."""
+                 max_utterances: int = 8, generated: list[str | Path] | None = None,
+                 generation_results: list[str | Path] | None = None, max_generated: int = 10) -> Path:
+    """Write the report folder (replaced as a whole, atomically) and return its ``index.html``.
+
+    ``generated``: ``[NAME=]DIR`` folders of generated wav files (the first ``max_generated`` of each
+    are shown); ``generation_results``: JSON files of ``benchmarks/generation.py``. At least one of
+    ``results_paths``, ``generated`` and ``generation_results`` must be given.
+    """
     if max_utterances < 0:
         raise DiffvocError(f"--max-utterances must be >= 0, got {max_utterances}")
+    if max_generated < 1:
+        raise DiffvocError(f"--max-generated must be >= 1, got {max_generated}")
+    if not (results_paths or generated or generation_results):
+        raise DiffvocError("nothing to report: give RESULTS.json files, --generated DIR or --generation-results")
     out = Path(out_dir)
     _check_out_dir(out)
     results = [load_results(p) for p in results_paths]
+    gen_sets = [load_generated(g, max_generated) for g in generated or []]
+    gen_tables = [(Path(p), load_generation_results(p)) for p in generation_results or []]
     curves_by_run: dict[str, dict[str, list[tuple[int, float]]]] = {}
     for run in runs or []:
         name, k = Path(run).resolve().name, 2
@@ -439,6 +611,7 @@ def build_report(results_paths: list[str | Path], out_dir: str | Path, runs: lis
     utts = _utterances(results, max_utterances)
     with atomic_dir(out) as tmp:
         _assets(cols, utts, tmp)
+        _generated_assets(gen_sets, tmp)
         tags = [t for t in CURVE_TAGS if any(t in c for c in curves_by_run.values())]
         tags += sorted({t for c in curves_by_run.values() for t in c if t.startswith(CURVE_TAGS_PREFIX)})
         curves = []
@@ -448,8 +621,8 @@ def build_report(results_paths: list[str | Path], out_dir: str | Path, runs: lis
             rel = f"curves/{safe_name(tag.replace('/', '_'))}.png"
             _curve_png(tag, {run: c.get(tag, []) for run, c in curves_by_run.items()}, tmp / rel)
             curves.append((tag, rel))
-        generated = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
-        page = render_page(results, cols, utts, curves, list(curves_by_run), generated)
+        stamp = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+        page = render_page(results, cols, utts, curves, list(curves_by_run), stamp, gen_sets, gen_tables)
         atomic_write_text(tmp / "index.html", page)
     return out / "index.html"
 
@@ -461,7 +634,9 @@ def build_report(results_paths: list[str | Path], out_dir: str | Path, runs: lis
 
 def cmd_report(args: argparse.Namespace) -> int:
     """``diffvoc report``: build the HTML page."""
-    index = build_report(args.results, args.output, runs=args.runs, max_utterances=args.max_utterances)
+    index = build_report(args.results, args.output, runs=args.runs, max_utterances=args.max_utterances,
+                         generated=args.generated, generation_results=args.generation_results,
+                         max_generated=args.max_generated)
     print(f"wrote {index} (open it in a browser; it needs no server)")
     return 0
 
@@ -470,10 +645,17 @@ def add_report_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``report`` to a ``diffvoc`` sub-command table; the handler is ``args.func(args) -> int``."""
     p = subparsers.add_parser("report", help="static HTML page of evaluation results (samples, metrics, curves)",
                               description=__doc__.split("\n\n")[0].replace("``", ""))
-    p.add_argument("results", nargs="+", metavar="RESULTS.json", help="results files of `diffvoc evaluate`")
+    p.add_argument("results", nargs="*", metavar="RESULTS.json",
+                   help="results files of `diffvoc evaluate` (optional with --generated/--generation-results)")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="report folder (DIR/index.html)")
     p.add_argument("--runs", nargs="+", action="extend", default=[], metavar="RUN_DIR",
                    help="training runs whose TensorBoard curves to plot")
     p.add_argument("--max-utterances", type=int, default=8, help="utterances in the samples table (default 8)")
+    p.add_argument("--generated", action="append", default=[], metavar="[NAME=]DIR",
+                   help="folder of generated wavs from diffvoc generate or benchmarks/generation.py --save-audio "
+                        "(repeatable)")
+    p.add_argument("--generation-results", action="append", default=[], metavar="GEN.json",
+                   help="FID/IS/mIS/AM/NDB table written by benchmarks/generation.py (repeatable)")
+    p.add_argument("--max-generated", type=int, default=10, help="clips shown per --generated folder (default 10)")
     p.set_defaults(func=cmd_report)
     return p
