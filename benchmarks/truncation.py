@@ -28,15 +28,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from _runs import finished, train, wait  # noqa: E402
 
 CALLS = (1, 2, 3, 6)
 ONE_STEP = [0.624]  # a 1-step chain for the untruncated models: the 6-step schedule's noisiest level
@@ -94,29 +95,8 @@ def system_config(p: dict, data: str, prior: str, system: str, seed: int) -> dic
     return cfg
 
 
-def train(run: Path, cfg: dict, device: str, threads: int, init_from: str) -> subprocess.Popen:
-    import yaml
-
-    run.mkdir(parents=True, exist_ok=True)
-    (run / "valid.jsonl").unlink(missing_ok=True)
-    (run / "run.yaml").write_text(yaml.safe_dump(cfg))
-    (run / "init_from").write_text(str(init_from))
-    cmd = [sys.executable, "-m", "diffvoc.cli", "train", str(run / "run.yaml"), "--run-dir", str(run), "--quiet",
-           "--device", device, "--init-from", init_from]
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS=str(threads))
-    return subprocess.Popen(cmd, env=env, stdout=open(run / "train.log", "w"), stderr=subprocess.STDOUT)
 
 
-def finished(run: Path, cfg: dict, steps: int, init_from: str) -> bool:
-    """A run from an earlier invocation with the same config and init that reached ``steps`` (reused)."""
-    import yaml
-
-    try:
-        same = yaml.safe_load((run / "run.yaml").read_text()) == cfg and (run / "init_from").read_text() == init_from
-        last = json.loads((run / "valid.jsonl").read_text().splitlines()[-1])
-    except (OSError, IndexError, ValueError):
-        return False
-    return same and last["step"] == steps
 
 
 def evaluate(run: str, data: str, test: dict, device: str, threads: int, seed: int, g_off: bool = False) -> dict:
@@ -227,17 +207,7 @@ def main() -> None:
         run = out / f"base_{prior}"
         if not finished(run, cfg, p["base_steps"], "None"):
             print(f"training the {prior} base model ({p['base_steps']} steps) ...", flush=True)
-            run.mkdir(parents=True, exist_ok=True)
-            import yaml
-
-            (run / "run.yaml").write_text(yaml.safe_dump(cfg))
-            (run / "init_from").write_text("None")
-            env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS=str(max(2, args.threads)))
-            r = subprocess.run([sys.executable, "-m", "diffvoc.cli", "train", str(run / "run.yaml"), "--run-dir",
-                                str(run), "--quiet", "--device", args.device], env=env,
-                               stdout=open(run / "train.log", "w"), stderr=subprocess.STDOUT)
-            if r.returncode:
-                sys.exit(f"training the {prior} base model failed; see {run / 'train.log'}")
+            wait({f"base_{prior}": train(run, cfg, args.device, max(2, args.threads), None)}, out)
         bases[prior] = str(run)
 
     if args.trunc_steps:

@@ -88,15 +88,20 @@ class GeneratedSet:
 # ---------------------------------------------------------------------------------------------------
 
 
+def _read_json(path: Path, what: str) -> Any:
+    """Parse a JSON file; a missing or unparsable one is a one-line :class:`DiffvocError`."""
+    if not path.is_file():
+        raise DiffvocError(f"no such {what}: {path}")
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DiffvocError(f"{path} is not JSON ({str(e).splitlines()[0]})") from None
+
+
 def load_results(path: str | Path) -> Results:
     """Read a ``diffvoc evaluate`` results JSON and locate its saved audio."""
     path = Path(path)
-    if not path.is_file():
-        raise DiffvocError(f"no such results file: {path}")
-    try:
-        data = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as e:
-        raise DiffvocError(f"{path} is not JSON ({str(e).splitlines()[0]})") from None
+    data = _read_json(path, "results file")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise DiffvocError(f"{path} is not a results file of `diffvoc evaluate`")
     meta = data["meta"]
@@ -138,12 +143,7 @@ def load_generated(spec: str | Path, limit: int = 10) -> GeneratedSet:
 def load_generation_results(path: str | Path) -> dict[str, Any]:
     """A results JSON of ``benchmarks/generation.py`` (``{"meta", "rows", ...}``)."""
     path = Path(path)
-    if not path.is_file():
-        raise DiffvocError(f"no such generation results file: {path}")
-    try:
-        data = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as e:
-        raise DiffvocError(f"{path} is not JSON ({str(e).splitlines()[0]})") from None
+    data = _read_json(path, "generation results file")
     if not (isinstance(data, dict) and isinstance(data.get("rows"), list) and isinstance(data.get("meta"), dict)
             and all(isinstance(r, dict) and "system" in r for r in data["rows"])):
         raise DiffvocError(f"{path} is not a results file of benchmarks/generation.py")
