@@ -166,14 +166,15 @@ class Vocoder:
     def _segment(self, mel: torch.Tensor, sampler: DiffusionSampler, noise: NoiseSource, start: int) -> torch.Tensor:
         B, _, frames = mel.shape
         length = frames * self.hop
-        cond = self.model.condition(self.prior.conditioner(mel))
+        cond_input = self.prior.conditioner(mel)
+        cond = self.model.condition(cond_input)
         std = self.prior.std(mel, length)
 
         denoise = self.denoiser(cond)  # the fast engine (diffvoc.fastpath) or the reference network
 
         generate = None
         if self.implicit is not None:  # TDPM: x_{T_trunc} = G(z, mel)
-            generate = self.implicit.start_fn(self.model, cond, self.prior.conditioner(mel), std)
+            generate = self.implicit.start_fn(self.model, cond, cond_input, std)
         return sampler.sample(denoise, std, B, length, noise, start=start, device=self.device, generate=generate)
 
     def _weighted_chunk(self, mel: torch.Tensor, lo: int, a: int, b: int, last: bool, sampler: DiffusionSampler,
