@@ -8,7 +8,10 @@ bf16 path's quality cost is measured as MR-STFT(fp32 output, bf16 output) with t
 ``--malloc glibc tcmalloc`` repeats cells with ``LD_PRELOAD=libtcmalloc_minimal.so.4``
 (``apt-get install libtcmalloc-minimal4``) for the durations in ``--malloc-durations``.
 
-    python benchmarks/speed.py --durations 1 5 30 --steps 2 6 --reps 3 --threads 2 -o benchmarks/results/speed_cpu.json
+    python benchmarks/speed.py --durations 1 5 30 --steps 2 6 --reps 3 --threads 2 --streaming -o benchmarks/results/speed_cpu.json
+
+``--streaming`` adds :meth:`Vocoder.stream`'s first-chunk latency (look-ahead frames and compute time)
+and its real-time factor; ``--durations`` with no value runs only that (and the equivalence checks).
 
 Needs ``pip install --no-deps diffwave==0.1.7`` (its torchaudio import is stubbed; it is not used).
 """
@@ -122,6 +125,38 @@ def bf16_quality(seconds: float = 3.0) -> dict:
     return out
 
 
+def streaming(weights: str, steps: int, precision: str, seconds: float = 5.0, block: int = 4,
+              chunk: int = 64) -> dict:
+    """First-chunk latency and throughput of :meth:`Vocoder.stream`: mel frames arrive ``block`` at a
+    time (as a TTS model emits them, here instantly); reported are the frames that had to arrive
+    before the first audio came out (the look-ahead: chunk + receptive-field context + fade), the
+    compute time from the start to the first audio, and the whole stream's real-time factor."""
+    from diffvoc.vocoder import Vocoder
+
+    v = Vocoder.from_pretrained(weights, precision=precision)
+    frames = int(round(seconds * v.sample_rate / v.hop))
+    mel = (torch.rand(80, frames, generator=torch.Generator().manual_seed(1)) * 0.8).numpy()
+    list(v.stream([mel[:, :chunk * 2]], steps=steps, chunk_frames=chunk))  # warm-up
+    fed = 0
+
+    def blocks():
+        nonlocal fed
+        for i in range(0, frames, block):
+            fed = min(frames, i + block)
+            yield mel[:, i:i + block]
+
+    t0 = time.perf_counter()
+    first, first_frames, n = None, None, 0
+    for out in v.stream(blocks(), steps=steps, chunk_frames=chunk):
+        if first is None:
+            first, first_frames = time.perf_counter() - t0, fed
+        n += len(out)
+    total = time.perf_counter() - t0
+    return {"steps": steps, "precision": precision, "chunk_frames": chunk, "block_frames": block,
+            "lookahead_frames": first_frames, "lookahead_s": first_frames * v.hop / v.sample_rate,
+            "first_chunk_compute_s": first, "stream_rtf": total / (n / v.sample_rate)}
+
+
 def equivalence(weights: str) -> float:
     """Max |diffvoc − lmnt| of 6-step fp32 sampling on the same noise, 1 s of audio."""
     sys.modules.setdefault("torchaudio", types.ModuleType("torchaudio"))
@@ -142,7 +177,9 @@ def equivalence(weights: str) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--durations", type=float, nargs="+", default=[1, 5])
+    ap.add_argument("--durations", type=float, nargs="*", default=[1, 5])
+    ap.add_argument("--streaming", action="store_true",
+                    help="also measure Vocoder.stream: first-chunk latency and RTF (5 s, blocks of 4 frames)")
     ap.add_argument("--steps", type=int, nargs="+", default=[6])
     ap.add_argument("--impls", nargs="+", default=["fp32", "bf16", "lmnt"],
                     help="fp32 / bf16: diffvoc's fast engine; diffvoc: its reference network; lmnt")
@@ -218,12 +255,23 @@ def main() -> None:
                      "rss_after_load_mb": cell["rss_loaded_mb"], "speedup_vs_lmnt": ratio})
         print(f"{s:7.1f} {k:5d} {impl:>8} {m:>8} {med:9.3f} {med / s:7.3f} {cell['peak_rss_mb']:8.0f} "
               f"{'' if ratio is None else f'{ratio:.2f}x':>9}")
+    stream_rows = []
+    if args.streaming:
+        torch.set_num_threads(args.threads)
+        print(f"\nstreaming (chunk 64 frames, blocks of 4 frames): {'precision':>9} {'steps':>5} {'look-ahead':>11} "
+              f"{'first chunk s':>13} {'stream RTF':>10}")
+        for precision in [p for p in ("bf16", "fp32") if p in args.impls]:
+            for k in args.steps:
+                r = streaming(weights, k, precision)
+                stream_rows.append(r)
+                print(f"{'':>49}{precision:>9} {k:5d} {r['lookahead_frames']:5d} fr {r['lookahead_s']:4.2f}s "
+                      f"{r['first_chunk_compute_s']:13.3f} {r['stream_rtf']:10.3f}")
     meta = {"device": args.device, "threads": args.threads, "reps": args.reps, "bf16_quality": quality,
             "load_average_at_end": os.getloadavg(),
             "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
             "equivalence_max_abs_diff": max_err, "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:])}
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    Path(args.output).write_text(json.dumps({"meta": meta, "rows": rows, "streaming": stream_rows}, indent=1))
     print(f"\nwrote {args.output}")
 
 

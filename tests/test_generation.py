@@ -158,6 +158,9 @@ def test_generate_shapes_labels_and_determinism(ckpts):
     assert gen.conditional and gen.n_classes == 10 and gen.sample_rate == SR
     x = gen.generate(3, 3, seconds=0.1, seed=1)
     assert x.shape == (3, 1600) and x.dtype == np.float32 and np.all(np.isfinite(x)) and np.abs(x).max() <= 1
+    # the fast engine (default) samples what the trained network samples (fp32, same noise)
+    ref = G.Generator(ckpts["cond"], engine="reference").generate(3, 3, seconds=0.1, seed=1)
+    np.testing.assert_allclose(x, ref, atol=2e-5)
     # clip k depends on (seed, k, label) only: batch size and splitting do not matter
     y = gen.generate([3, 3, 3], 3, seconds=0.1, seed=1, batch_size=1)
     np.testing.assert_allclose(x, y, atol=1e-5)
@@ -172,6 +175,8 @@ def test_generate_shapes_labels_and_determinism(ckpts):
 
     u = G.generate(ckpts["uncond"], None, 2, seconds=0.1, steps=6)
     assert u.shape == (2, 1600) and np.all(np.isfinite(u))
+    u_ref = G.Generator(ckpts["uncond"], engine="reference").generate(None, 2, seconds=0.1, steps=6)
+    np.testing.assert_allclose(u, u_ref, atol=2e-5)
     assert G.clip_samples(gen.config) == SR  # 1 s at the model's rate by default
     full = G.generate(ckpts["uncond"], None, 1, seconds=0.05, full=True)
     assert full.shape == (1, 800)

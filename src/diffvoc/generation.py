@@ -186,12 +186,16 @@ class Generator:
     Args:
         checkpoint: a checkpoint or run directory, or a loaded :class:`Checkpoint`.
         device: ``cpu`` or ``cuda``.
+        precision, engine: as for :class:`~diffvoc.vocoder.Vocoder` — the fast inference engine
+            (:mod:`diffvoc.fastpath`, equal to the network in fp32) by default, bf16 on request.
 
     Raises :class:`DiffvocError` for a mel-conditioned checkpoint (use ``diffvoc vocode``) and
     :class:`CheckpointError` when the weights do not match the config.
     """
 
-    def __init__(self, checkpoint: str | Path | Checkpoint, device: str | torch.device = "cpu") -> None:
+    def __init__(self, checkpoint: str | Path | Checkpoint, device: str | torch.device = "cpu",
+                 precision: str = "fp32", engine: str = "fast") -> None:
+        from .fastpath import DenoiserFactory
         from .vocoder import load_weights
 
         self.device = _device(device)
@@ -207,6 +211,7 @@ class Generator:
         model, _, self.prior = build(cfg, ck.stats)
         load_weights(model, ck.weights, where)
         self.model = model.to(self.device).eval()
+        self.denoiser = DenoiserFactory(self.model, precision, engine)  # conditioner → denoise(x, t)
 
     @property
     def conditional(self) -> bool:
@@ -281,11 +286,8 @@ class Generator:
                 label_t = None if lab is None else torch.as_tensor(lab[a:b], device=self.device)
                 cond = self.model.condition(label=label_t)
                 std = self.prior.std(None, length, batch=b - a, device=self.device)
-
-                def denoise(x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = cond) -> torch.Tensor:
-                    return self.model.denoise(x, t, cond)
-
-                x = sampler.sample(denoise, std, b - a, length, ItemNoise(seed, first + a), device=self.device)
+                x = sampler.sample(self.denoiser(cond), std, b - a, length, ItemNoise(seed, first + a),
+                                   device=self.device)
                 out[a:b] = x.float().cpu().numpy()
                 if bar is not None:
                     bar.update(b - a)
@@ -340,7 +342,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise DiffvocError(f"--batch-size must be at least 1, got {args.batch_size}")
     schedule = parse_schedule(args.schedule) if args.schedule else None
-    gen = Generator(args.checkpoint, device=args.device)
+    gen = Generator(args.checkpoint, device=args.device, precision=args.precision)
     labels = gen.check_labels(args.label, args.n)  # every input check before any work or output
     sampler = gen.sampler(args.steps, schedule, args.full)
     seconds = clip_samples(gen.config, args.seconds) / gen.sample_rate
@@ -382,6 +384,8 @@ def add_generate_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"],
+                   help="network precision: fp32 (exact), bf16 (CPUs with AMX/AVX512-BF16, GPUs), auto")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_generate)
     return p

@@ -2,8 +2,8 @@
 
 Long inputs are vocoded in chunks of ``chunk_frames`` frames, each with ``context_frames`` of
 real neighbouring context on both sides and a linear cross-fade of ``fade_frames`` at every join,
-so that memory stays bounded (2048 frames by default: ~24 s at 22.05 kHz, the context adds ~2.5 %;
-the fast engine's own cost is linear in length inside a chunk). Noise is keyed by absolute sample position
+so that memory stays bounded (:meth:`Vocoder.default_chunk`; the fast engine's own cost is linear
+in length inside a chunk). Noise is keyed by absolute sample position
 (:class:`~diffvoc.sampler.PositionalNoise`), so a chunked result equals the whole-file result up
 to the context truncation (tested).
 """
@@ -136,12 +136,13 @@ class Vocoder:
 
     @torch.inference_mode()
     def vocode(self, mel: np.ndarray | torch.Tensor, steps: int | None = 6, schedule: list[float] | None = None,
-               full: bool = False, seed: int = 0, noise: NoiseSource | None = None, chunk_frames: int = 2048,
+               full: bool = False, seed: int = 0, noise: NoiseSource | None = None, chunk_frames: int | None = None,
                context_frames: int | None = None, fade_frames: int = 8) -> np.ndarray:
         """Mel ``[n_mels, frames]`` or ``[B, n_mels, frames]`` → waveform ``[T]`` or ``[B, T]``.
 
         ``steps`` picks a stored fast schedule (6 by default), ``schedule`` gives explicit β values,
         ``full`` runs all T training steps. ``seed`` fixes the noise (same seed, same output).
+        ``chunk_frames`` (default :meth:`default_chunk`; 0: never chunk) bounds the memory.
         """
         if self.config.model.conditioning != "mel":
             raise DiffvocError("this model is not mel-conditioned; use `diffvoc generate`")
@@ -153,9 +154,16 @@ class Vocoder:
         noise = noise or PositionalNoise(seed)
         if context_frames is None:
             context_frames = self.default_context(len(sampler))
+        chunk_frames = self.default_chunk() if chunk_frames is None else chunk_frames
         out = self._vocode_chunked(m, sampler, noise, chunk_frames, context_frames, fade_frames)
         out = out.float().cpu().numpy()
         return out[0] if single else out
+
+    def default_chunk(self) -> int:
+        """Frames per chunk when none is given: 2048 (~24 s at 22.05 kHz; the context adds ~2.5 %)
+        for the bf16 engine, 1024 otherwise (fp32 buffers take twice the bytes per sample), so that
+        60 s of audio stays under 2 GB (``benchmarks/speed.py --memory-seconds 60``)."""
+        return 2048 if self.speed.get("precision") == "bf16" else 1024
 
     def default_context(self, n_steps: int) -> int:
         """Frames of context per side: the network's receptive field times min(steps, 2), rounded up."""
@@ -300,7 +308,7 @@ class Vocoder:
 
     @torch.inference_mode()
     def vocode_batch(self, mels: list[np.ndarray], steps: int | None = 6, schedule: list[float] | None = None,
-                     full: bool = False, seed: int = 0, batch_size: int = 8, chunk_frames: int = 2048,
+                     full: bool = False, seed: int = 0, batch_size: int = 8, chunk_frames: int | None = None,
                      **kw: Any) -> list[np.ndarray]:
         """Vocode many mels ``[n_mels, frames_i]`` of different lengths; returns one waveform each
         (``frames_i · hop`` samples), equal to ``vocode(mel_i, seed=seed)`` one by one.
@@ -319,6 +327,7 @@ class Vocoder:
         sampler = self.sampler(steps, schedule, full)
         out: list[np.ndarray | None] = [None] * len(mels)
         fade = kw.get("fade_frames", 8)
+        chunk_frames = self.default_chunk() if chunk_frames is None else chunk_frames
         short = [i for i, m in enumerate(mels) if not (chunk_frames > 0 and m.shape[-1] > chunk_frames + 2 * fade)]
         for i in sorted(set(range(len(mels))) - set(short)):
             out[i] = self.vocode(mels[i], steps=steps, schedule=schedule, full=full, seed=seed,
