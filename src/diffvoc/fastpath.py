@@ -249,7 +249,6 @@ class FastDenoiser:
         B, T = audio.shape
         if (B, T) != self.shape:
             raise ValueError(f"the conditioner was set for {self.shape}, audio is {(B, T)}")
-        C = self.C
         out = torch.zeros(B, 1, T, device=self.device)
         e = e.float()
         last_e = None
