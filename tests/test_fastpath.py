@@ -165,6 +165,18 @@ def test_vocode_batch_equals_individual_vocode():
         np.testing.assert_allclose(o, v.vocode(m, steps=6, seed=2, chunk_frames=40), atol=1e-5)
 
 
+def test_vocode_batch_groups_bound_the_padded_frames():
+    """Batches take at most batch_size items and at most max_frames padded frames (items × longest)."""
+    from diffvoc.vocoder import _groups
+
+    assert _groups([5, 5, 6, 9, 40, 41], 3, 0) == [[0, 1, 2], [3, 4, 5]]
+    groups = _groups([5, 5, 6, 9, 40, 41], 8, 80)
+    assert groups == [[0, 1, 2, 3], [4], [5]]
+    frames = [5, 5, 6, 9, 40, 41]
+    assert all(len(g) * max(frames[j] for j in g) <= 80 or len(g) == 1 for g in groups)
+    assert sorted(j for g in groups for j in g) == list(range(6))
+
+
 def test_cli_vocode_speed_flags(tmp_path):
     cfg = _config()
     v = _vocoder(cfg)

@@ -58,6 +58,19 @@ class _ItemNoise(NoiseSource):
         return row.expand(batch, length)
 
 
+def _groups(frames: list[int], batch_size: int, max_frames: int) -> list[list[int]]:
+    """Consecutive groups of indices into ``frames`` (sorted ascending) with at most ``batch_size``
+    items and, when ``max_frames`` > 0, at most ``max_frames`` padded frames (items × longest)."""
+    groups: list[list[int]] = []
+    for j, n in enumerate(frames):
+        g = groups[-1] if groups else None
+        if g is None or len(g) >= batch_size or (max_frames and (len(g) + 1) * n > max_frames):
+            groups.append([j])
+        else:
+            g.append(j)
+    return groups
+
+
 class Vocoder:
     """A trained diffusion vocoder, ready to sample.
 
@@ -316,8 +329,9 @@ class Vocoder:
         Short mels are grouped (``batch_size``, similar lengths together) and run as one batch: each
         item keeps its own conditioner, prior, noise and length (the fast engine treats every item as
         a sequence of its own; the reference network sees zero padding after a shorter item, which
-        changes its last receptive field's worth of samples slightly). Mels longer than a chunk are
-        vocoded alone, in chunks."""
+        changes its last receptive field's worth of samples slightly). A batch holds at most two chunks'
+        worth of padded frames (so memory stays what vocoding two chunks takes); mels longer than a
+        chunk are vocoded alone, in chunks."""
         if self.config.model.conditioning != "mel":
             raise DiffvocError("this model is not mel-conditioned; use `diffvoc generate`")
         for m in mels:
@@ -334,8 +348,9 @@ class Vocoder:
                                  chunk_frames=chunk_frames, **kw)
         short.sort(key=lambda i: mels[i].shape[-1])
         hop = self.hop
-        for k in range(0, len(short), max(1, batch_size)):
-            idx = short[k:k + max(1, batch_size)]
+        for idx in _groups([mels[i].shape[-1] for i in short], max(1, batch_size),
+                           2 * chunk_frames if chunk_frames > 0 else 0):
+            idx = [short[j] for j in idx]
             frames = [mels[i].shape[-1] for i in idx]
             width = max(frames)
             length = width * hop
