@@ -149,7 +149,10 @@ class TrainConfig:
     max_steps: int = 1_000_000
     grad_clip: float | None = None  # max gradient norm; None logs the norm without clipping
     ema_decay: float = 0.999
-    precision: str = "auto"  # "auto" (bf16 on CUDA, fp32 on CPU) | "fp32" | "bf16" | "fp16"
+    precision: str = "auto"  # "auto" (bf16 on CUDA and on CPUs with AVX512-BF16/AMX, else fp32) | "fp32" | "bf16" | "fp16"
+    engine: str = "auto"  # "auto" (fast on CPU, reference on CUDA) | "fast" (diffvoc.train_engine) | "reference"
+    micro_batch: int = 0  # items per forward/backward pass, gradients accumulated (0: 1 on the fast engine, all else)
+    compile: bool = False  # torch.compile the network (CUDA; falls back to eager if compilation fails)
     seed: int = 0
     log_every: int = 50
     valid_every: int = 1000
@@ -365,6 +368,11 @@ class Config:
             raise ConfigError("prior.sigma_min must be in (0, 1]")
         if self.train.precision not in ("auto", "fp32", "bf16", "fp16"):
             raise ConfigError(f"train.precision must be auto, fp32, bf16 or fp16, got {self.train.precision!r}")
+        if self.train.engine not in ("auto", "fast", "reference"):
+            raise ConfigError(f"train.engine must be auto, fast or reference, got {self.train.engine!r}")
+        if isinstance(self.train.micro_batch, bool) or not isinstance(self.train.micro_batch, int) \
+                or self.train.micro_batch < 0:
+            raise ConfigError(f"train.micro_batch must be a whole number >= 0, got {self.train.micro_batch!r}")
         if self.data.crop_frames < 1 or self.train.batch_size < 1:
             raise ConfigError("data.crop_frames and train.batch_size must be positive")
         _validate_infer(self)

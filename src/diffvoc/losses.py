@@ -23,6 +23,10 @@ class DiffusionBatch:
     noise: torch.Tensor  # σ ⊙ ε, [B, T]
     std: torch.Tensor  # σ, [B, T] or [B, 1]
 
+    def items(self, sl: slice) -> "DiffusionBatch":
+        """The batch items ``sl`` (a micro-batch)."""
+        return DiffusionBatch(self.x_t[sl], self.t[sl], self.noise[sl], self.std[sl])
+
 
 class DiffusionLoss:
     """ε-prediction loss of DiffWave, weighted by Σ⁻¹ under a PriorGrad prior."""
@@ -33,6 +37,12 @@ class DiffusionLoss:
         self.kind = kind
         self.sqrt_ab = torch.tensor(schedule.alpha_bars, dtype=torch.float32).sqrt()
         self.sqrt_1mab = torch.tensor(1 - schedule.alpha_bars, dtype=torch.float32).sqrt()
+        self._on: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}  # the tables, cached per device
+
+    def _tables(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        if device not in self._on:
+            self._on[device] = (self.sqrt_ab.to(device), self.sqrt_1mab.to(device))
+        return self._on[device]
 
     def q_sample(self, x0: torch.Tensor, std: torch.Tensor, t: torch.Tensor | None = None,
                  generator: torch.Generator | None = None, max_step: int | None = None) -> DiffusionBatch:
@@ -43,8 +53,9 @@ class DiffusionLoss:
             t = torch.randint(0, T, (B,), device=x0.device, generator=generator)
         eps = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
         noise = std * eps
-        a = self.sqrt_ab.to(x0.device)[t].unsqueeze(1)
-        b = self.sqrt_1mab.to(x0.device)[t].unsqueeze(1)
+        sqrt_ab, sqrt_1mab = self._tables(x0.device)
+        a = sqrt_ab[t].unsqueeze(1)
+        b = sqrt_1mab[t].unsqueeze(1)
         return DiffusionBatch(x_t=a * x0 + b * noise, t=t, noise=noise, std=std)
 
     def __call__(self, eps_pred: torch.Tensor, batch: DiffusionBatch) -> torch.Tensor:

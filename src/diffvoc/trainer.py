@@ -10,6 +10,15 @@ process from the prior's noise with gradients and adds ``infer.weight`` · L_inf
 the diffusion loss; its schedule (general mode) and noise are pure functions of (seed, step, rank)
 too. Fine-tuning from a trained model (``--init-from``) is the intended use.
 
+Engines (``train.engine``): ``fast`` (the default on CPU) runs the diffusion loss through
+:class:`~diffvoc.train_engine.FastTrainNetwork` — the same function and parameters, time-major
+stacked-tap matmuls with a hand-written backward, bf16 operands with fp32 master weights where the
+CPU has AVX512-BF16/AMX — one item per forward/backward pass (``train.micro_batch``) with the
+gradients accumulated, so the optimiser still sees the whole batch. The infer loss, the TDPM GAN
+phases and validation use the reference network (the log says so). ``reference`` (the default on
+CUDA) is the plain module under autocast. On CUDA the loop never waits on the GPU between logging
+steps: loss, gradient norm and finiteness are read every ``train.log_every`` steps.
+
 Truncated diffusion (``truncation.enabled``, :mod:`diffvoc.truncation`): the diffusion loss is drawn
 only from t ≤ T_trunc, and from ``truncation.gan_start_step`` on every step also runs one
 discriminator phase and one generator phase of :class:`~diffvoc.truncation.TruncatedGAN` (their
@@ -20,8 +29,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
+import resource
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -41,12 +53,39 @@ from .infergrad import InferLoss, InferLossTerms, infer_noise_generator, infer_s
 from .losses import DiffusionLoss, log_mel_l1
 from .metrics import MultiResolutionSTFTLoss
 from .sampler import DiffusionSampler, PositionalNoise
+from .train_engine import FastTrainNetwork, micro_batches
 from .truncation import TruncatedGAN, truncated_betas
 from .vocoder import load_weights
 
 
 def _dist_env() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+
+
+def resolve_engine(engine: str, precision: str, device: torch.device) -> tuple[str, str]:
+    """``train.engine`` and ``train.precision`` → (engine, precision) for this device.
+
+    auto engine: ``fast`` on CPU, ``reference`` on CUDA. auto precision: bf16 on CUDA (where
+    supported) and on CPUs with AVX512-BF16 or AMX, fp32 elsewhere.
+    """
+    from .fastpath import cpu_supports_bf16
+
+    if engine == "auto":
+        engine = "fast" if device.type == "cpu" else "reference"
+    if precision == "auto":
+        if device.type == "cuda":
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        else:
+            precision = "bf16" if cpu_supports_bf16() else "fp32"
+    if engine == "fast" and precision == "fp16":
+        raise DiffvocError("train.precision fp16 needs train.engine reference (the fast engine runs fp32 or bf16)")
+    return engine, precision
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class Trainer:
@@ -106,8 +145,14 @@ class Trainer:
         if self.tdpm is not None and config.infer.enabled and not self.tdpm.generator.shared:
             # the infer loss also trains the separate generator (through x_{T_trunc} = G(z, mel))
             groups.append({"params": list(self.tdpm.generator.parameters()), "lr": config.truncation.generator_lr})
-        self.optimizer = torch.optim.Adam(groups, lr=tc.learning_rate, betas=tuple(tc.adam_betas))
-        self.precision = tc.precision if tc.precision != "auto" else ("bf16" if self.device.type == "cuda" else "fp32")
+        fused = {"fused": True} if self.device.type == "cuda" else {"foreach": True}
+        self.optimizer = torch.optim.Adam(groups, lr=tc.learning_rate, betas=tuple(tc.adam_betas), **fused)
+        self.engine, self.precision = resolve_engine(tc.engine, tc.precision, self.device)
+        self.micro_batch = 1 if self.engine == "fast" else tc.micro_batch  # the fast engine: always one item
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        self.net: torch.nn.Module = (FastTrainNetwork(self.model, torch.bfloat16 if self.precision == "bf16" else torch.float32)
+                                     if self.engine == "fast" else self.model)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.step = 0
         if resumed is not None:
@@ -124,8 +169,11 @@ class Trainer:
                 src = load_checkpoint(init_from)
                 load_weights(self.model, src.weights, str(src.path))
             self.ema = {k: v.detach().clone().float() for k, v in self.model.state_dict().items()}
-        self.ddp = (DistributedDataParallel(self.model, device_ids=[self.local_rank] if self.device.type == "cuda" else None)
-                    if self.world > 1 else self.model)
+        self.ddp = (DistributedDataParallel(self.net, device_ids=[self.local_rank] if self.device.type == "cuda" else None)
+                    if self.world > 1 else self.net)
+        self._compiled = False
+        if tc.compile:
+            self._compile_network()
         self.data = CropDataset(data_dir, config.audio, config.data.crop_frames, tc.batch_size // self.world,
                                 seed=tc.seed, rank=self.rank)
         self.valid = load_clips(data_dir, config.audio, "valid", config.data.valid_clips, config.data.valid_seconds) \
@@ -134,11 +182,55 @@ class Trainer:
         self.mr_stft = MultiResolutionSTFTLoss().to(self.device)
         self.infer_loss = InferLoss(config.infer).to(self.device) if config.infer.enabled else None
         self._t0 = time.perf_counter()
+        self._ema_pairs: tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]] | None = None
         self.writer = None
         if self.rank == 0:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(self.run_dir / "logs"))
+            self.log(f"engine {self.engine}, precision {self.precision}, {self.micro_batch or tc.batch_size // self.world} "
+                     f"item(s) per forward/backward pass, device {self.device}")
+            if self.engine == "fast":
+                parts = [n for n, on in (("the infer loss", config.infer.enabled),
+                                         ("the TDPM GAN phases", config.truncation.enabled)) if on]
+                self.log("fast engine: the diffusion loss runs on diffvoc.train_engine; "
+                         + (" and ".join(parts) + " and " if parts else "") + "validation run on the reference network")
+
+    def log(self, msg: str) -> None:
+        """One line to stderr (rank 0), next to the progress bar if there is one."""
+        if self.rank != 0:
+            return
+        bar = getattr(self, "_bar", None)
+        if bar is not None:
+            bar.write(msg, file=sys.stderr)
+        else:
+            print(msg, file=sys.stderr, flush=True)
+
+    def _compile_network(self) -> None:
+        """``train.compile``: torch.compile the network; any failure falls back to eager, logged."""
+        t0 = time.perf_counter()
+        try:
+            compiled = torch.compile(self.ddp)
+        except Exception as e:  # noqa: BLE001 - any backend failure means eager
+            self.log(f"train.compile: torch.compile failed ({type(e).__name__}: {e}); running eager")
+            return
+        self._eager, self.ddp, self._compiled = self.ddp, compiled, True
+        self.log(f"train.compile: wrapped in {time.perf_counter() - t0:.1f} s (compiles on the first step)")
+
+    def _forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
+        if not self._compiled:
+            return self.ddp(x_t, t, **cond)
+        t0 = time.perf_counter()
+        try:
+            out = self.ddp(x_t, t, **cond)
+        except Exception as e:  # noqa: BLE001 - compilation errors surface on the first call
+            self.log(f"train.compile: compilation failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); running eager")
+            self.ddp, self._compiled = self._eager, False
+            return self.ddp(x_t, t, **cond)
+        if not getattr(self, "_compile_logged", False):
+            self._compile_logged = True
+            self.log(f"train.compile: first compiled forward took {time.perf_counter() - t0:.1f} s")
+        return out
 
     def _agree(self, flag: bool) -> bool:
         """All processes stop together: true if any rank says so."""
@@ -169,39 +261,70 @@ class Trainer:
             return {"label": label}
         return {}
 
-    def train_step(self, audio: torch.Tensor, mel: torch.Tensor, label: torch.Tensor | None = None) -> dict[str, float]:
-        """One optimisation step on a batch; returns the logged scalars."""
+    def train_step(self, audio: torch.Tensor, mel: torch.Tensor, label: torch.Tensor | None = None) -> dict[str, Any]:
+        """One optimisation step on a batch; returns the logged scalars (floats; 0-dim tensors on CUDA,
+        read them only when logging so the host never waits on the GPU)."""
         audio, mel = audio.to(self.device, non_blocking=True), mel.to(self.device, non_blocking=True)
         label = label.to(self.device) if label is not None else None
         g = torch.Generator(device=self.device).manual_seed(self.cfg.train.seed * 1_000_003 + self.step * 97 + self.rank)
         std = self.prior.std(mel, audio.shape[-1])
         batch = self.loss_fn.q_sample(audio, std, generator=g, max_step=self.max_t)
-        with self._autocast():
-            eps = self.ddp(batch.x_t, batch.t, **self._conditioning(mel, label))
-        loss = self.loss_fn(eps, batch)
-        logs: dict[str, float] = {}
-        total = loss
-        if self._infer_now():
-            terms, k = self._infer_terms(audio, mel)
-            total = loss + self.cfg.infer.weight * terms.total  # L = L_diffusion + λ · L_infer
-            logs = {"diffusion_loss": loss.item(), **terms.scalars(), "infer_steps": float(k)}
-        if not torch.isfinite(total):
-            raise TrainingError(f"non-finite loss at step {self.step + 1} (precision {self.precision}, "
-                                f"lr {self.cfg.train.learning_rate}); lower the learning rate or use fp32")
+        cond = self._conditioning(mel, label)
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(total).backward()
+        logs: dict[str, Any] = {}
+        infer_total = None
+        if self._infer_now():
+            # the raw module, not the DDP wrapper; its gradients join the diffusion loss's before DDP's sync
+            with self._no_sync():
+                terms, k = self._infer_terms(audio, mel)
+                infer_total = self.cfg.infer.weight * terms.total  # L = L_diffusion + λ · L_infer
+                self.scaler.scale(infer_total).backward()
+            logs = {**terms.scalars(), "infer_steps": float(k)}
+        B = audio.shape[0]
+        if self.engine == "fast":  # one item at a time, then one backward (and DDP sync) through the prelude
+            pre = self._forward(batch.x_t, batch.t, {**cond, "prelude_only": True})
+            loss = self.net.accumulate(pre, lambda b, eps: self.loss_fn(eps.view(1, 1, -1), batch.items(slice(b, b + 1))) / B)
+            parts = []
+        else:
+            parts = micro_batches(B, self.micro_batch)
+            loss = torch.zeros((), device=self.device)
+        for j, sl in enumerate(parts):
+            with self._no_sync() if j + 1 < len(parts) else contextlib.nullcontext():
+                with self._autocast():
+                    eps = self._forward(batch.x_t[sl], batch.t[sl], {k: v[sl] for k, v in cond.items()})
+                part = self.loss_fn(eps, batch.items(sl)) * ((sl.stop - sl.start) / B)  # the batch mean, in pieces
+                self.scaler.scale(part).backward()
+            loss = loss + part.detach()
+        total = loss if infer_total is None else loss + infer_total.detach()
+        if infer_total is not None:
+            logs["diffusion_loss"] = loss
         self.scaler.unscale_(self.optimizer)
         clip = self.cfg.train.grad_clip
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip if clip else float("inf"))
-        if not torch.isfinite(norm) and self.precision != "fp16":
-            raise TrainingError(f"non-finite gradient norm at step {self.step + 1}; lower the learning rate or use fp32")
+        if self.device.type != "cuda" or (self.step + 1) % self.cfg.train.log_every == 0:
+            self._check_finite(total, norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         if self.tdpm is not None and self.tdpm.active(self.step):
             logs.update(self.tdpm.step(self.model, audio, self.prior.conditioner(mel), std, g))
         self.step += 1
         self._update_ema()
-        return {"loss": total.item(), "grad_norm": float(norm), **logs}
+        out = {"loss": total, "grad_norm": norm, **logs}
+        if self.device.type != "cuda":
+            out = _floats(out)
+        return out
+
+    def _check_finite(self, total: torch.Tensor, norm: torch.Tensor) -> None:
+        if not torch.isfinite(total):
+            raise TrainingError(f"non-finite loss at step {self.step + 1} (precision {self.precision}, "
+                                f"lr {self.cfg.train.learning_rate}); lower the learning rate or use fp32")
+        if not torch.isfinite(norm) and self.precision != "fp16":
+            raise TrainingError(f"non-finite gradient norm at step {self.step + 1}; lower the learning rate or use fp32")
+
+    def _no_sync(self):
+        """DDP: accumulate this backward pass's gradients locally (the last micro-batch syncs)."""
+        ddp = self._eager if self._compiled else self.ddp
+        return ddp.no_sync() if isinstance(ddp, DistributedDataParallel) else contextlib.nullcontext()
 
     def _infer_now(self) -> bool:
         ic = self.cfg.infer
@@ -233,13 +356,19 @@ class Trainer:
 
     @torch.no_grad()
     def _update_ema(self) -> None:
+        """EMA ← decay·EMA + (1 − decay)·θ, one foreach call over all float tensors."""
         decay = min(self.cfg.train.ema_decay, (1 + self.step) / (10 + self.step))
-        for k, v in self.model.state_dict().items():
-            e = self.ema[k]
-            if v.is_floating_point():
-                e.mul_(decay).add_(v.float(), alpha=1 - decay)
-            else:
-                e.copy_(v)
+        if self._ema_pairs is None:
+            live = self.model.state_dict()  # tensors sharing the parameters' storage
+            fl = [k for k, v in live.items() if v.is_floating_point() and v.dtype == torch.float32]
+            other = [k for k in live if k not in fl]
+            self._ema_pairs = ([self.ema[k] for k in fl], [live[k] for k in fl],
+                               [self.ema[k] for k in other], [live[k] for k in other])
+        ema_f, live_f, ema_o, live_o = self._ema_pairs
+        torch._foreach_mul_(ema_f, decay)
+        torch._foreach_add_(ema_f, live_f, alpha=1 - decay)
+        for e, v in zip(ema_o, live_o):
+            e.copy_(v)
         if self.tdpm is not None:
             self.tdpm.update_ema(decay)
 
@@ -250,6 +379,8 @@ class Trainer:
             return {}
         with self._ema_weights():
             out = self._validate_mel() if self.cfg.model.conditioning == "mel" else self._validate_generative()
+        if getattr(self, "_timing_only", False):
+            return out
         with open(self.run_dir / "valid.jsonl", "a") as f:
             f.write(json.dumps({"step": self.step, "time_s": round(time.perf_counter() - self._t0, 2), **out}) + "\n")
         return out
@@ -372,15 +503,23 @@ class Trainer:
             shutil.rmtree(p, ignore_errors=True)
         return path
 
-    def train(self, max_steps: int | None = None, time_limit: float | None = None) -> dict[str, Any]:
-        """Train until ``max_steps`` (default ``train.max_steps``) or until ``time_limit`` seconds have
-        passed (then validate and save at once, so a fixed GPU budget ends with a checkpoint);
-        returns the last logged values."""
+    def train(self, max_steps: int | None = None, time_limit: float | None = None,
+              deadline: float | None = None) -> dict[str, Any]:
+        """Train until ``max_steps`` (default ``train.max_steps``), until ``time_limit`` seconds of
+        training have passed, or until the wall-clock ``deadline`` (``time.time()`` seconds) comes
+        near: then validate and save at once, so a fixed budget ends with a checkpoint. With a
+        deadline the loop stops early enough for the final validation and save to finish before it
+        (their cost is measured: a timed validation first, the save from the model's size).
+        Returns the last logged values."""
         tc = self.cfg.train
         total = max_steps or tc.max_steps
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.rank == 0:
             self.cfg.save(self.run_dir / "config.yaml")
+        reserve = self._final_cost() if deadline is not None else 0.0
+        if deadline is not None and time.time() + reserve > deadline:
+            raise TrainingError(f"the deadline leaves {deadline - time.time():.0f} s, less than the "
+                                f"{reserve:.0f} s the final validation and save take")
         loader = torch.utils.data.DataLoader(self.data, batch_size=None, sampler=range(self.step, total),
                                              num_workers=self.cfg.data.num_workers,
                                              pin_memory=self.device.type == "cuda",
@@ -390,47 +529,105 @@ class Trainer:
             from tqdm import tqdm
 
             bar = tqdm(total=total, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
+        self._bar = bar
         self.model.train()
         last: dict[str, Any] = {}
         t0 = time.perf_counter()
+        first_step, line_t, line_step = self.step, t0, self.step
+        step_cost = 0.0
+        batch = tc.batch_size
         for audio, mel, label in loader:
+            ts = time.perf_counter()
             logs = self.train_step(audio, mel, label)
-            last = dict(logs)
-            out_of_time = time_limit is not None and self._agree(time.perf_counter() - t0 > time_limit)
+            now = time.perf_counter()
+            step_cost = now - ts if step_cost == 0.0 else 0.9 * step_cost + 0.1 * (now - ts)
+            out_of_time = time_limit is not None and now - t0 > time_limit
+            if deadline is not None:
+                out_of_time = out_of_time or time.time() + 1.5 * step_cost + reserve > deadline
+            out_of_time = self._agree(out_of_time)
             final = self.step == total or out_of_time
+            log_now = self.step % tc.log_every == 0 or final
+            if log_now:
+                logs = _floats(logs)
+                last = dict(logs)
             if self.rank == 0:
-                if self.step % tc.log_every == 0 or final:
-                    sps = self.step / max(time.perf_counter() - t0, 1e-9)
+                if log_now:
+                    sps = (self.step - first_step) / max(now - t0, 1e-9)
                     for k, v in logs.items():
                         self.writer.add_scalar(f"train/{k}", v, self.step)
                     self.writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], self.step)
                     self.writer.add_scalar("train/steps_per_s", sps, self.step)
+                    self.writer.add_scalar("train/samples_per_s", sps * batch, self.step)
+                if now - line_t >= 30.0 or final:
+                    rate = (self.step - line_step) / max(now - line_t, 1e-9)
+                    loss = f", loss {logs['loss']:.4f}" if log_now else ""
+                    self.log(f"step {self.step}/{total}: {rate:.3g} steps/s, {rate * batch:.3g} samples/s, "
+                             f"peak {_peak_memory_mb(self.device):.0f} MB{loss}")
+                    line_t, line_step = now, self.step
                 if tc.valid_every and (self.step % tc.valid_every == 0 or final):
+                    tv = time.perf_counter()
                     val = self.validate()
+                    self._valid_cost = time.perf_counter() - tv
                     for k, v in val.items():
                         self.writer.add_scalar(f"valid/{k}", v, self.step)
                     last.update({f"valid_{k}": v for k, v in val.items()})
                 if self.step % tc.save_every == 0 or final:
+                    tv = time.perf_counter()
                     self.save()
+                    self._save_cost = time.perf_counter() - tv
                 if bar is not None:
-                    bar.set_postfix(loss=f"{logs['loss']:.4f}")
+                    if log_now:
+                        bar.set_postfix(loss=f"{logs['loss']:.4f}")
                     bar.update(1)
+            if deadline is not None:
+                reserve = self._final_cost(measure=False)
             if self.step % tc.save_every == 0 or final:
                 self._barrier()
             if out_of_time:
                 break
         if bar is not None:
             bar.close()
+        self._bar = None
         if self.writer is not None:
             self.writer.flush()
         last["step"] = self.step
         return last
+
+    def _final_cost(self, measure: bool = True) -> float:
+        """Seconds the final validation and save take (measured once; 25 % and 2 s of margin)."""
+        if getattr(self, "_valid_cost", None) is None:
+            self._valid_cost = 0.0
+            if measure and self.cfg.train.valid_every and self.rank == 0 and self.valid:
+                tv = time.perf_counter()
+                with _no_rows(self):
+                    self.validate()
+                self._valid_cost = time.perf_counter() - tv
+        if getattr(self, "_save_cost", None) is None:
+            n = sum(p.numel() for p in self.model.parameters())
+            self._save_cost = 1.0 + 4 * 4 * n / 50e6  # EMA, raw, two Adam moments at ≥ 50 MB/s
+        return 1.25 * (self._valid_cost + self._save_cost) + 2.0
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
         if self.world > 1 and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _floats(logs: dict[str, Any]) -> dict[str, Any]:
+    """Logged scalars as Python floats (reads 0-dim tensors: a host sync on CUDA)."""
+    return {k: (float(v) if isinstance(v, torch.Tensor) else v) for k, v in logs.items()}
+
+
+@contextlib.contextmanager
+def _no_rows(trainer: "Trainer"):
+    """Run a validation for timing only: no ``valid.jsonl`` row, no TensorBoard scalars."""
+    writer, trainer.writer = trainer.writer, None
+    trainer._timing_only = True
+    try:
+        yield
+    finally:
+        trainer.writer, trainer._timing_only = writer, False
 
 
 def _mel_image(mel: torch.Tensor) -> torch.Tensor:
