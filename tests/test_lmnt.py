@@ -30,7 +30,7 @@ def test_network_output_matches(lmnt_ckpt):
     from diffvoc.vocoder import Vocoder
 
     net, d = lmnt_ckpt
-    v = Vocoder.from_pretrained(d / "weights.pt")
+    v = Vocoder.from_pretrained(d / "weights.pt", precision="fp32")  # the exact path
     assert v.config.audio.preset == "lmnt"
     g = torch.Generator().manual_seed(1)
     x, mel = torch.randn(2, 256 * 12, generator=g), torch.rand(2, 80, 12, generator=g)
@@ -53,7 +53,7 @@ def test_fast_sampling_matches_given_the_same_noise(lmnt_ckpt, monkeypatch):
     inf.predict(mel, model_dir=str(d), device=torch.device("cpu"), fast_sampling=True)  # builds and caches lmnt's model
     torch.manual_seed(5)
     ref, sr = inf.predict(mel, model_dir=str(d), device=torch.device("cpu"), fast_sampling=True)
-    v = Vocoder.from_pretrained(d / "weights.pt")
+    v = Vocoder.from_pretrained(d / "weights.pt", precision="fp32")  # the exact path (the default is auto)
     torch.manual_seed(5)
     ours = v.vocode(mel.numpy(), steps=6, noise=GlobalNoise(), chunk_frames=0)
     assert sr == v.sample_rate == 22050

@@ -239,7 +239,7 @@ def test_truncated_checkpoint_round_trips_resumes_exactly_and_vocodes(tmp_path, 
                                       ("model_raw", "generator_raw", "generator", "discriminator"))
     assert {"gan/d_loss", "gan/g_loss", "valid_mr_stft"} <= set(last)
 
-    voc = Vocoder.from_pretrained(tmp_path / "straight")
+    voc = Vocoder.from_pretrained(tmp_path / "straight", precision="fp32")  # chunked == whole to 1e-4
     assert voc.implicit is not None and voc.config.truncation.enabled
     mel = np.load(next((data_dir / "features").glob("*/*.mel.npy")))[:, :40]
     for steps in (1, 2, 6):

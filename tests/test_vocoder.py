@@ -14,7 +14,7 @@ from diffvoc.vocoder import Vocoder
 
 @pytest.fixture(scope="module")
 def vocoder(trained_run):
-    v = Vocoder.from_pretrained(trained_run)
+    v = Vocoder.from_pretrained(trained_run, precision="fp32")  # exactness tests: the fp32 path
     torch.nn.init.normal_(v.model.output_projection.weight, std=0.3)  # a non-trivial network output
     return v
 

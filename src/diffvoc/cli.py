@@ -74,8 +74,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = Config.load(args.config).with_overrides(overrides)
     trainer = Trainer(cfg, args.run_dir, resume=args.resume, init_from=args.init_from, device=args.device,
                       overrides=overrides, progress=not args.quiet)
+    deadline = None
+    if args.deadline is not None:
+        from .io import process_start_time
+
+        deadline = process_start_time() + args.deadline
     try:
-        last = trainer.train(args.max_steps, time_limit=args.time_limit)
+        last = trainer.train(args.max_steps, time_limit=args.time_limit, deadline=deadline)
     finally:
         trainer.close()
     if trainer.rank == 0:
@@ -150,8 +155,18 @@ def cmd_vocode(args: argparse.Namespace) -> int:
             seconds += len(wav) / vocoder.sample_rate
     elapsed = time.perf_counter() - t0
     print(f"vocoded {len(mels)} file(s), {seconds:.2f} s of audio in {elapsed:.2f} s "
-          f"({len(sampler)} steps, real-time factor {elapsed / max(seconds, 1e-9):.3f}) -> {out}")
+          f"({len(sampler)} steps, {vocoder.precision}, real-time factor {elapsed / max(seconds, 1e-9):.3f}) -> {out}")
     return 0
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (v > 0 and v != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a positive, finite number of seconds, got {text!r}")
+    return v
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -189,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
                    help="stop (validate and save) after this much training time, e.g. for a fixed GPU budget")
+    p.add_argument("--deadline", type=_positive_seconds, default=None, metavar="SECONDS",
+                   help="finish, final validation and save included, within this many seconds of the process's start")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
@@ -205,8 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"],
-                   help="network precision: fp32 (exact), bf16 (CPUs with AMX/AVX512-BF16, GPUs), auto")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="network precision: auto (default: bf16 on CPUs with AMX/AVX512-BF16 and on GPUs, "
+                        "else fp32), fp32 (exact: lmnt-com/diffwave's output to float rounding), bf16")
     p.add_argument("--compile", action="store_true", help="torch.compile the network step (eager fallback)")
     p.set_defaults(func=cmd_vocode)
 

@@ -386,7 +386,7 @@ def _audio_sink(root: Path | None, name: str) -> Iterator[Path | None]:
 def evaluate(checkpoints: list[str], data: str | Path, *, split: str | None = None, steps: list[int] | None = None,
              limit: int | None = None, seed: int = 0, device: str = "cpu", metrics: list[str] | None = None,
              with_griffin_lim: bool = True, save_audio: str | Path | None = None, command: str | None = None,
-             log: Callable[[str], None] | None = print) -> dict[str, Any]:
+             log: Callable[[str], None] | None = print, precision: str = "auto") -> dict[str, Any]:
     """Run the evaluation and return the results (``meta``, ``rows``, ``summary``) as plain data.
 
     Everything that can be checked (metric names and packages, checkpoints, step counts, the test
@@ -460,10 +460,11 @@ def evaluate(checkpoints: list[str], data: str | Path, *, split: str | None = No
         for i in members:
             from .vocoder import Vocoder
 
-            vocoder = Vocoder.from_checkpoint(cks[i], dev)
+            vocoder = Vocoder.from_checkpoint(cks[i], dev, precision=precision)
             for s in steps:
                 full = modes[(i, s)]
-                model = add_system(f"{labels[i]}@{s}", "model", key, checkpoint=labels[i], steps=s, full=full)
+                model = add_system(f"{labels[i]}@{s}", "model", key, checkpoint=labels[i], steps=s, full=full,
+                                   precision=vocoder.precision)
 
                 def synth(u: Utterance, s: int = s, full: bool = full) -> np.ndarray:
                     return vocoder.vocode(u.mel, steps=None if full else s, full=full, seed=seed)[: len(u.audio)]
@@ -672,12 +673,20 @@ def command_line(args: argparse.Namespace) -> str:
     argv += ["--data", str(args.data), "--steps", str(args.steps), "--seed", str(args.seed), "--device", args.device,
              "--metrics", str(args.metrics)]
     for flag, value in (("--split", args.split), ("--limit", args.limit), ("--threads", args.threads),
+                        ("--precision", getattr(args, "precision", None)),
                         ("--save-audio", args.save_audio)):
         if value is not None:
             argv += [flag, str(value)]
-    if args.no_griffin_lim:
-        argv.append("--no-griffin-lim")
+    for flag, on in (("--no-griffin-lim", args.no_griffin_lim), ("--no-audio", getattr(args, "no_audio", False))):
+        if on:
+            argv.append(flag)
     return shlex.join([*argv, "-o", str(args.output)])
+
+
+def default_audio_dir(output: str | Path) -> Path:
+    """Where ``diffvoc evaluate -o results.json`` keeps its audio by default: ``results_audio/`` beside it."""
+    output = Path(output)
+    return output.with_name(f"{output.stem}_audio")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -689,13 +698,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     command = command_line(args)
+    audio = None if args.no_audio else (args.save_audio or default_audio_dir(output))
     results = evaluate(args.checkpoint, args.data, split=args.split, steps=steps, limit=args.limit, seed=args.seed,
                        device=args.device, metrics=groups, with_griffin_lim=not args.no_griffin_lim,
-                       save_audio=args.save_audio, command=command)
+                       save_audio=audio, command=command, precision=args.precision)
     md = write_results(results, output)
     print()
     print(format_table(results))
-    print(f"\nwrote {output} and {md}" + (f"; audio in {args.save_audio}" if args.save_audio else ""))
+    print(f"\nwrote {output} and {md}" + (f"; audio in {audio}" if audio else ""))
     return 0
 
 
@@ -714,10 +724,16 @@ def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="network precision (default auto: bf16 on CPUs with AMX/AVX512-BF16 and on GPUs, else fp32); "
+                        "recorded per system in the results")
     p.add_argument("--metrics", default=",".join(M.ALL_METRICS),
                    help=f"comma-separated metric groups (default all: {','.join(M.ALL_METRICS)})")
     p.add_argument("--no-griffin-lim", action="store_true", help="skip the Griffin-Lim context row")
-    p.add_argument("--save-audio", metavar="DIR", help="write DIR/<system>/<id>.wav (used by `diffvoc report`)")
+    audio = p.add_mutually_exclusive_group()
+    audio.add_argument("--save-audio", metavar="DIR", help="write the audio to DIR/<system>/<id>.wav, for "
+                       "`diffvoc report` (default: RESULTS_audio/ beside the results JSON)")
+    audio.add_argument("--no-audio", action="store_true", help="do not keep the vocoded audio")
     p.add_argument("-o", "--output", required=True, help="results JSON (a .md table is written beside it)")
     p.set_defaults(func=cmd_evaluate)
     return p

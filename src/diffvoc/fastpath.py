@@ -79,9 +79,12 @@ def cpu_supports_bf16() -> bool:
     return amx or avx
 
 
-def resolve_precision(precision: str, device: torch.device | str = "cpu") -> torch.dtype:
-    """``fp32`` | ``bf16`` | ``auto`` → a dtype; ``auto`` is fp32 on CPU (the exact path) and bf16
-    on CUDA devices that support it. bf16 on a CPU without bf16 support raises a ValueError."""
+def resolve_precision(precision: str, device: torch.device | str = "cpu", engine: str = "fast") -> torch.dtype:
+    """``fp32`` | ``bf16`` | ``auto`` → a dtype. ``auto`` (the inference default) is bf16 where bf16 is
+    fast — a CPU with AMX or AVX512-BF16 (:func:`cpu_supports_bf16`), a CUDA device that supports it —
+    and fp32 elsewhere; the ``reference`` engine (the network as trained) stays fp32 under ``auto``.
+    ``fp32`` is the exact path (equal to the trained network and to lmnt-com/diffwave to float rounding).
+    bf16 asked for on a CPU without bf16 support raises a DiffvocError."""
     from .errors import DiffvocError
 
     dev = torch.device(device)
@@ -90,9 +93,10 @@ def resolve_precision(precision: str, device: torch.device | str = "cpu") -> tor
     if precision == "fp32":
         return torch.float32
     if precision == "auto":
-        if dev.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float32
+        if engine == "reference":
+            return torch.float32
+        fast = torch.cuda.is_bf16_supported() if dev.type == "cuda" else cpu_supports_bf16()
+        return torch.bfloat16 if fast else torch.float32
     if dev.type == "cuda":
         if not torch.cuda.is_bf16_supported():
             raise DiffvocError("bf16 asked for, but this GPU does not support it")
@@ -168,8 +172,9 @@ class FastDenoiser:
             sp_w = model.skip_projection.weight.detach().float()[:, :, 0]
             sp_b = model.skip_projection.bias.detach().float() + sp_w @ skip_bias
             self.w_in, self.b_in = w_in, b_in
-            self.Wt = Wt.to(dtype).contiguous()
-            self.Wlin = Wt.transpose(1, 2).to(dtype).contiguous()  # [L, 2C, K] for oneDNN's linear
+            # bf16 on a CPU: oneDNN's linear with the tanh fused takes W as [L, 2C, K]; else S @ W, [L, K, 2C]
+            self._lin = _LINEAR_TANH if (dtype == torch.bfloat16 and self.device.type == "cpu") else None
+            self.W = (Wt.transpose(1, 2) if self._lin is not None else Wt).to(dtype).contiguous()
             self.Wres = Wres.to(dtype).contiguous()  # row C: the per-step offset change e'_{i+1} − e'_i
             self.Wskip = Wskip.to(dtype).contiguous()
             self.proj_w = torch.cat(proj_w).contiguous()  # [L·C, 512]
@@ -279,9 +284,7 @@ class FastDenoiser:
         layer). The residual update is in place; a layer's left tap for the first ``d`` rows of its
         next advance is saved before the update."""
         S, skip, C, L = self.S, self.skip, self.C, self.L
-        G, Ybuf = self._G, self._Y
-        lin = _LINEAR_TANH if (self.dtype == torch.bfloat16 and _LINEAR_TANH is not None
-                               and self.device.type == "cpu") else None
+        G, Ybuf, lin = self._G, self._Y, self._lin
         cap = G.shape[0]
         f = [start] * L
         lim = zf = start
@@ -315,9 +318,9 @@ class FastDenoiser:
                     w = min(v + d, end)
                     S[v:w, :C].copy_(S[v - d:w - d, C:2 * C])
                 if lin is not None:  # oneDNN matmul with the tanh fused (computed before rounding)
-                    Y = lin(S[u:v], self.Wlin[i], None, "tanh", [], "")
+                    Y = lin(S[u:v], self.W[i], None, "tanh", [], "")
                 else:
-                    Y = torch.mm(S[u:v], self.Wt[i], out=Ybuf[:n]).tanh_()
+                    Y = torch.mm(S[u:v], self.W[i], out=Ybuf[:n]).tanh_()
                 g = G[:n]
                 torch.addcmul(Y[:, C:], Y[:, :C], Y[:, C:], out=g[:, :C])  # tanh(b)·(1 + tanh(a/2))
                 if not last:
@@ -380,7 +383,7 @@ class DenoiserFactory:
             raise DiffvocError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
         self.model = model
         self.device = next(model.parameters()).device
-        self.dtype = resolve_precision(precision, self.device)
+        self.dtype = resolve_precision(precision, self.device, engine)
         self.engine = engine
         self.compile = bool(compile)
         self.fast: FastDenoiser | None = None

@@ -267,9 +267,10 @@ class SearchResult:
 def search_schedule(checkpoint: str | Path, steps: int, data: str | Path | None = None, split: str = "valid",
                     clips: int = 4, seconds: float | None = 1.0, method: str = "local", seed: int = 0,
                     max_evals: int | None = None, points: int | None = None, start: Sequence[float] | None = None,
-                    write: bool = True, device: str = "cpu") -> SearchResult:
+                    write: bool = True, device: str = "cpu", precision: str = "auto") -> SearchResult:
     """Search an N-step schedule for a checkpoint (see the module docstring) and, with ``write``,
-    store it in the checkpoint. ``start`` overrides the start schedule (the stored one)."""
+    store it in the checkpoint. ``start`` overrides the start schedule (the stored one); ``precision``
+    is the vocoder's (auto, fp32, bf16; see :meth:`~diffvoc.vocoder.Vocoder.set_speed`)."""
     from .checkpoint import load_checkpoint
     from .data import load_clips
     from .vocoder import Vocoder
@@ -286,7 +287,7 @@ def search_schedule(checkpoint: str | Path, steps: int, data: str | Path | None 
     cfg = ck.config
     if ck.config.truncation.enabled:
         raise DiffvocError("search-schedule does not search truncated (TDPM) chains yet; set truncation.schedules")
-    vocoder = Vocoder.from_checkpoint(ck, device)
+    vocoder = Vocoder.from_checkpoint(ck, device, precision=precision)
     data = str(data or cfg.data.path)
     items = load_clips(data, cfg.audio, split, clips, seconds)
     if not items:
@@ -315,7 +316,7 @@ def search_schedule(checkpoint: str | Path, steps: int, data: str | Path | None 
                         settings={"objective": "MR-STFT (sc + log-mag; FFT 1024/2048/512, hop 120/240/50, "
                                                "win 600/1200/240) + log-mel L1 (model mel)",
                                   "noise": f"PositionalNoise(seed + clip index), seed {seed}",
-                                  "weights": "EMA", "device": device})
+                                  "weights": "EMA", "device": device, "precision": vocoder.precision})
 
 
 def cmd_search_schedule(args: argparse.Namespace) -> int:
@@ -324,7 +325,8 @@ def cmd_search_schedule(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     res = search_schedule(args.checkpoint, args.steps, data=args.data, split=args.split, clips=args.clips,
                           seconds=args.seconds if args.seconds > 0 else None, method=args.method, seed=args.seed,
-                          max_evals=args.max_evals, points=args.points, write=not args.no_write, device=args.device)
+                          max_evals=args.max_evals, points=args.points, write=not args.no_write, device=args.device,
+                          precision=args.precision)
     print(f"search-schedule: {res.checkpoint}, {res.steps} steps, method {res.method}, {res.evaluations} "
           f"evaluations in {res.seconds:.1f} s on {res.clips} {res.split} clip(s) of {res.data} "
           f"(fixed noise, seed {args.seed})")
@@ -361,5 +363,7 @@ def add_search_schedule_parser(subparsers: argparse._SubParsersAction) -> argpar
     p.add_argument("--json", default=None, help="also write the result as JSON here")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="vocoder precision (default auto: bf16 on CPUs with AMX/AVX512-BF16 and GPUs, else fp32)")
     p.set_defaults(func=cmd_search_schedule)
     return p

@@ -84,7 +84,8 @@ class _ResidualStack(torch.autograd.Function):
 
     The stream is carried scaled, x̃_ℓ = 2^{ℓ/2}·x_ℓ, so that x_{ℓ+1} = (x_ℓ + r_ℓ)/√2 becomes
     x̃_{ℓ+1} = x̃_ℓ + 2^{ℓ/2}·r_ℓ (the factor is folded into the residual half of the output
-    projection by :meth:`FastTrainNetwork.stacked_weights`) and z_ℓ = 2^{−ℓ/2}·x̃_ℓ + e_ℓ.
+    projection by :meth:`FastTrainNetwork.stacked_weights`); the taps read ẑ_ℓ = z_ℓ/s_ℓ = x̃_ℓ + e_ℓ/s_ℓ
+    with s_ℓ = 2^{−ℓ/2} folded into W's tap rows (and 1/s_ℓ into ``e`` by :meth:`FastTrainNetwork.prelude`).
 
     Inputs: ``x0`` [T, C] (input projection output, fp32), ``cond`` [T, Cc] (time-major conditioner;
     [T, 0] without one), ``e`` [L, C] (step projections), ``W`` [L, K, 2C] (stacked tap / conditioner /
@@ -111,7 +112,7 @@ class _ResidualStack(torch.autograd.Function):
         for i, d in enumerate(engine.dilations):
             Z = sv.Z[i]
             mid = Z[M:M + T]
-            torch.add(e[i], x, alpha=2.0 ** (-i / 2), out=mid)  # z = x + e
+            torch.add(x, e[i], out=mid)  # ẑ = x̃ + e/s = z/s (the 2^{−ℓ/2} rides in W's tap rows)
             S[:, :C].copy_(Z[M - d:M - d + T])  # three copies: a [T, 3, C] overlapping view copies slowly
             S[:, C:2 * C].copy_(mid)
             S[:, 2 * C:3 * C].copy_(Z[M + d:M + d + T])
@@ -189,10 +190,9 @@ class _ResidualStack(torch.autograd.Function):
             # z = 2^{−ℓ/2}x̃ + e, and z(t) feeds rows t + d (tap 0), t (tap 1) and t − d (tap 2)
             torch.add(P[M:M + T, C:2 * C], P[M + d:M + d + T, :C], out=dz)  # P's margins are zero
             dz.add_(P[M - d:M - d + T, 2 * C:3 * C])
-            s = 2.0 ** (-i / 2)
-            dx.add_(dz, alpha=s)
+            dx.add_(dz)
             torch.sum(dz, 0, out=de[i])
-            dx_sum.add_(de[i], alpha=s)
+            dx_sum.add_(de[i])
         dcond = None
         if Cc:  # Σ_ℓ dY_ℓ W_c,ℓ^T as one matmul over all layers (fp32 accumulation inside)
             Wc = Wd[:, 3 * C:3 * C + Cc].transpose(1, 2).reshape(L * 2 * C, Cc)
@@ -256,7 +256,7 @@ class FastTrainNetwork(nn.Module):
         Ws, Wos, bos = [], [], []
         half = self._half
         for i, layer in enumerate(self.model.residual_layers):
-            w = layer.dilated_conv.weight  # [2C, C, 3]
+            w = layer.dilated_conv.weight * 2.0 ** (-i / 2)  # [2C, C, 3]; the taps read ẑ = z·2^{ℓ/2}
             parts = [w[:, :, 0].t(), w[:, :, 1].t(), w[:, :, 2].t()]
             b = layer.dilated_conv.bias
             if layer.conditioner_projection is not None:
@@ -292,7 +292,8 @@ class FastTrainNetwork(nn.Module):
         if diffusion_step.dim() == 0:
             diffusion_step = diffusion_step.expand(B)
         emb = model.diffusion_embedding(diffusion_step)  # [B, 512]
-        e = torch.stack([layer.diffusion_projection(emb) for layer in model.residual_layers], 1)  # [B, L, C]
+        e = torch.stack([layer.diffusion_projection(emb) * 2.0 ** (i / 2)  # e/s_ℓ: see _ResidualStack
+                         for i, layer in enumerate(model.residual_layers)], 1)  # [B, L, C]
         w_in = model.input_projection.weight.reshape(-1)
         x0 = F.relu(audio.unsqueeze(-1) * w_in + model.input_projection.bias)  # [B, T, C]
         W, Wo, bo = self.stacked_weights()

@@ -541,10 +541,12 @@ class Trainer:
             logs = self.train_step(audio, mel, label)
             now = time.perf_counter()
             step_cost = now - ts if step_cost == 0.0 else 0.9 * step_cost + 0.1 * (now - ts)
+            # several processes agree on stopping every `every` steps (one all-reduce), one process every step
+            every = 1 if self.world == 1 else 10
             out_of_time = time_limit is not None and now - t0 > time_limit
             if deadline is not None:
-                out_of_time = out_of_time or time.time() + 1.5 * step_cost + reserve > deadline
-            out_of_time = self._agree(out_of_time)
+                out_of_time = out_of_time or time.time() + (every + 0.5) * step_cost + reserve > deadline
+            out_of_time = self._agree(out_of_time) if self.step % every == 0 else False
             final = self.step == total or out_of_time
             log_now = self.step % tc.log_every == 0 or final
             if log_now:

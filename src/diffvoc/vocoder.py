@@ -82,7 +82,7 @@ class Vocoder:
 
     def __init__(self, config: Config, weights: dict[str, torch.Tensor], stats: dict[str, Any] | None = None,
                  device: str | torch.device = "cpu", where: str = "checkpoint",
-                 extras: dict[str, Any] | None = None, precision: str = "fp32", engine: str = "fast",
+                 extras: dict[str, Any] | None = None, precision: str = "auto", engine: str = "fast",
                  compile: bool = False, threads: int | None = None) -> None:
         self.config = config
         self.stats = dict(stats or {})
@@ -176,7 +176,7 @@ class Vocoder:
         """Frames per chunk when none is given: 2048 (~24 s at 22.05 kHz; the context adds ~2.5 %)
         for the bf16 engine, 1024 otherwise (fp32 buffers take twice the bytes per sample), so that
         60 s of audio stays under 2 GB (``benchmarks/speed.py --memory-seconds 60``)."""
-        return 2048 if self.speed.get("precision") == "bf16" else 1024
+        return 2048 if self.precision == "bf16" else 1024
 
     def default_context(self, n_steps: int) -> int:
         """Frames of context per side: the network's receptive field times min(steps, 2), rounded up."""
@@ -291,20 +291,23 @@ class Vocoder:
         yield acc[0, : total * hop - emitted].float().cpu().numpy()
 
     # ---- speed (issue 7; diffvoc.fastpath) --------------------------------------------------------
-    def set_speed(self, precision: str = "fp32", engine: str = "fast", compile: bool = False,
+    def set_speed(self, precision: str = "auto", engine: str = "fast", compile: bool = False,
                   threads: int | None = None) -> None:
-        """Choose how the network runs: ``precision`` fp32 | bf16 | auto (bf16 needs AMX / AVX512-BF16
-        on a CPU), ``engine`` fast (:class:`~diffvoc.fastpath.FastDenoiser`, equal to the reference
-        network in fp32 to float rounding) | reference, ``compile`` (torch.compile, eager fallback)
-        and ``threads`` (``torch.set_num_threads``, process-wide)."""
+        """Choose how the network runs: ``precision`` auto (the default: bf16 on a CPU with AMX /
+        AVX512-BF16 and on CUDA, fp32 elsewhere) | fp32 (exact: equal to the trained network, and to
+        lmnt-com/diffwave for its checkpoints, to float rounding) | bf16 (refused on a CPU without bf16
+        support), ``engine`` fast (:class:`~diffvoc.fastpath.FastDenoiser`) | reference (the network as
+        trained; fp32 under auto), ``compile`` (torch.compile, eager fallback) and ``threads``
+        (``torch.set_num_threads``, process-wide). :attr:`precision` is what ``auto`` resolved to."""
         from .fastpath import ENGINES, resolve_precision
 
         if engine not in ENGINES:
             raise DiffvocError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
-        resolve_precision(precision, self.device)  # fail early on an unsupported choice
+        dtype = resolve_precision(precision, self.device, engine)  # fails early on an unsupported choice
         if threads:
             torch.set_num_threads(int(threads))
-        self.speed = {"precision": precision, "engine": engine, "compile": bool(compile)}
+        self.precision = "bf16" if dtype == torch.bfloat16 else "fp32"
+        self.speed = {"precision": self.precision, "engine": engine, "compile": bool(compile)}
         self._factory, self._factory_key = None, None
 
     def denoiser(self, cond: torch.Tensor | None, lengths: list[int] | None = None):
