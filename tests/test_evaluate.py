@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 import re
+from urllib.parse import unquote
 
 import numpy as np
 import pytest
@@ -217,3 +218,43 @@ def test_cli_evaluate(trained_run, test_set, tmp_path):
     assert [s["system"] for s in res["summary"]] == ["reference", f"{trained_run.name}@12"]
     assert "evaluate" in res["meta"]["command"] and out.with_suffix(".md").is_file()
     assert res["meta"]["threads"] == 1
+
+
+@needs_cli
+def test_evaluate_then_report_shows_audio_without_extra_flags(trained_run, test_set, tmp_path):
+    """As a new user: `diffvoc evaluate -o results.json`, then `diffvoc report results.json -o page`."""
+    out = tmp_path / "results.json"
+    r = run_cli("evaluate", "--checkpoint", str(trained_run), "--data", str(test_set), "--steps", "6",
+                "--limit", "2", "--metrics", "mr_stft", "--threads", "1", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    audio = tmp_path / "results_audio"
+    systems = ["reference", "griffin-lim", f"{trained_run.name}@6"]
+    assert sorted(p.name for p in audio.iterdir()) == sorted(systems)
+    ids = json.loads(out.read_text())["meta"]["utterances"]
+    for system in systems:
+        assert sorted(p.stem for p in (audio / system).iterdir()) == sorted(ids)
+        wav, sr = sf.read(audio / system / f"{ids[0]}.wav")
+        assert sr == 22050 and len(wav) > 0
+    assert json.loads(out.read_text())["meta"]["save_audio_relative"] == "results_audio"
+    r = run_cli("report", str(out), "-o", str(tmp_path / "page"))
+    assert r.returncode == 0, r.stderr
+    page = (tmp_path / "page" / "index.html").read_text()
+    assert page.count("<audio controls") == len(ids) * len(systems)
+    assert page.count('<img src="spec/') >= len(ids) * len(systems)
+    assert "No audio" not in page
+    for wav in re.findall(r'<audio controls preload="auto" src="([^"]+)"', page):
+        assert (tmp_path / "page" / unquote(wav)).is_file()
+
+
+@needs_cli
+def test_evaluate_no_audio(trained_run, test_set, tmp_path):
+    out = tmp_path / "results.json"
+    r = run_cli("evaluate", "--checkpoint", str(trained_run), "--data", str(test_set), "--steps", "6",
+                "--limit", "1", "--metrics", "mr_stft", "--no-griffin-lim", "--no-audio", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    res = json.loads(out.read_text())
+    assert res["meta"]["save_audio"] is None and "--no-audio" in res["meta"]["command"]
+    assert not (tmp_path / "results_audio").exists()
+    r = run_cli("evaluate", "--checkpoint", str(trained_run), "--data", str(test_set), "--no-audio",
+                "--save-audio", str(tmp_path / "a"), "-o", str(out))
+    assert r.returncode == 2 and "not allowed with" in r.stderr

@@ -938,10 +938,13 @@ def add_corpus_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     """
     corpus = subparsers.add_parser(
         "corpus",
-        help="synthesise a training corpus with flite, festival and espeak-ng",
-        description=f"Make synthetic corpora with the TTS engines from Debian ({APT_INSTALL}).",
+        help="make a training corpus: synthetic (flite, festival, espeak-ng) or real recordings from Debian",
+        description=f"Make synthetic corpora with the TTS engines from Debian ({APT_INSTALL}), or corpora of "
+        "real recordings shipped in Debian packages (real, mixed).",
     )
-    kinds = corpus.add_subparsers(dest="corpus_command", metavar="{speech,digits}", required=True)
+    kinds = corpus.add_subparsers(
+        dest="corpus_command", metavar="{speech,digits,real,mixed}", required=True
+    )
 
     def common(parser: argparse.ArgumentParser, rate: int) -> None:
         parser.add_argument("out", help="output folder (new, empty or a previous corpus)")
@@ -975,4 +978,8 @@ def add_corpus_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
         help="clips per word per voice (default 16)",
     )
     digits.set_defaults(func=_run_digits)
+
+    from diffvoc.realcorpus import add_real_parsers  # real recordings: diffvoc.realcorpus
+
+    add_real_parsers(kinds, common)
     return corpus

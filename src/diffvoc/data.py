@@ -2,8 +2,9 @@
 
 ``diffvoc preprocess SOURCE -o DATA`` reads one of three layouts:
 
-* an LJSpeech-style folder (``metadata.csv`` + ``wavs/``; a 4th column, if present, is the speaker;
-  a ``splits/{train,valid,test}.txt`` folder beside it, if present, gives the split),
+* an LJSpeech-style folder (``metadata.csv`` + ``wavs/``; a 4th column, if present, is the speaker, a 5th
+  the source kind, ``real`` for recorded speech or ``tts`` for synthetic; a ``splits/{train,valid,test}.txt``
+  folder beside it, if present, gives the split),
 * a folder of audio files (searched recursively: wav, flac, ogg),
 * a file list (one path per line, relative to the list's folder; ``path|anything`` is accepted).
 
@@ -65,6 +66,8 @@ def discover(source: str | Path) -> tuple[list[dict[str, str]], dict[str, list[s
                 item = {"id": rid, "path": str(path.resolve())}
                 if len(row) >= 4 and row[3].strip():
                     item["speaker"] = row[3].strip()
+                if len(row) >= 5 and row[4].strip():
+                    item["kind"] = row[4].strip()  # "real" (recorded speech) or "tts" (diffvoc corpus real/mixed)
                 items.append(item)
         if (src / "splits").is_dir():  # train/valid/test and any extra held-out lists (e.g. an unseen voice)
             split = {name: [] for name in SPLITS}
@@ -285,12 +288,27 @@ def item_labels(data_dir: str | Path, ids: list[str]) -> list[int]:
     return [by_id.get(i, -1) for i in ids]
 
 
+def real_first(record: dict[str, Any], ids: list[str]) -> list[str]:
+    """``ids`` with the real recordings (items of kind ``real``) first, each group in its given order.
+
+    The trainer validates on the first clips of the ``valid`` split (:func:`load_clips`), so a corpus
+    with real held-out speech (``diffvoc corpus real`` or ``mixed``) gives real-speech validation curves.
+    """
+    real = {it["id"] for it in record["items"] if it.get("kind") == "real"}
+    return [i for i in ids if i in real] + [i for i in ids if i not in real]
+
+
 def load_clips(data_dir: str | Path, cfg: AudioConfig, split: str, count: int,
                seconds: float | None) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """The first ``count`` items of a split as (id, audio float32, mel), cut to ``seconds``."""
+    """The first ``count`` items of a split as (id, audio float32, mel), cut to ``seconds``.
+
+    Real recordings come first (:func:`real_first`): when the split holds at least ``count`` of them,
+    every clip is real speech.
+    """
     d = feature_dir(data_dir, cfg)
     out = []
-    for rid in split_ids(load_record(data_dir), split)[:count]:
+    record = load_record(data_dir)
+    for rid in real_first(record, split_ids(record, split))[:count]:
         mel = np.load(d / f"{rid}.mel.npy")
         if seconds:
             mel = mel[:, : max(1, int(seconds * cfg.sample_rate / cfg.hop_length))]

@@ -7,9 +7,10 @@ spectrogram each), and the training curves (``train/loss`` and ``valid/*``) of t
 folders' TensorBoard logs. Every asset is copied into ``DIR`` and linked relatively, so the page
 opens from disk (``file://``) without a server.
 
-Audio comes from the folder ``diffvoc evaluate --save-audio`` wrote (recorded in the results'
-meta, found relative to the results file first). Nothing is re-vocoded: without that folder the
-page has the tables and curves and says how to get the samples. Spectrograms use each system's
+Audio comes from the folder ``diffvoc evaluate`` wrote (``RESULTS_audio/`` beside the results by
+default, or ``--save-audio DIR``; recorded in the results' meta, found relative to the results file
+first). Nothing is re-vocoded: without that folder (``--no-audio``) the page has the tables and
+curves and says how to get the samples. Spectrograms use each system's
 own mel recipe (the audio config stored in the results), drawn on the colour scale of the ground
 truth of the same utterance. A small inline script checks on load that every audio element reads
 its metadata and every image decodes, and writes the outcome into ``<pre id="selfcheck">``.
@@ -385,8 +386,10 @@ def _describe(res: Results) -> str:
 
 def _samples(cols: list[Column], utts: list[tuple[str, float]], have_audio: bool) -> str:
     if not have_audio:
-        return ('<p class="note">No audio: the results do not point to a saved-audio folder. Run '
-                "<code>diffvoc evaluate ... --save-audio DIR</code> and build the report again.</p>")
+        return ('<p class="note">No audio: the results do not point to a saved-audio folder (evaluated with '
+                "<code>--no-audio</code>, or the folder was moved). Run <code>diffvoc evaluate ... -o "
+                "results.json</code> (it keeps the audio in <code>results_audio/</code>, or where <code>--save-audio "
+                "DIR</code> says) and build the report again.</p>")
     head = "".join(f'<th class="{html.escape(c.kind)}">{html.escape("ground truth" if c.kind == "reference" else c.label)}</th>'
                    for c in cols)
     rows = []
