@@ -151,7 +151,7 @@ class TrainConfig:
     ema_decay: float = 0.999
     precision: str = "auto"  # "auto" (bf16 on CUDA and on CPUs with AVX512-BF16/AMX, else fp32) | "fp32" | "bf16" | "fp16"
     engine: str = "auto"  # "auto" (fast on CPU, reference on CUDA) | "fast" (diffvoc.train_engine) | "reference"
-    micro_batch: int = 0  # items per forward/backward pass, gradients accumulated (0: 1 on the fast engine, all else)
+    micro_batch: int = 0  # reference engine: items per forward/backward pass, gradients accumulated (0: all); fast: always 1
     compile: bool = False  # torch.compile the network (CUDA; falls back to eager if compilation fails)
     seed: int = 0
     log_every: int = 50

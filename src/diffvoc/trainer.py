@@ -13,8 +13,8 @@ too. Fine-tuning from a trained model (``--init-from``) is the intended use.
 Engines (``train.engine``): ``fast`` (the default on CPU) runs the diffusion loss through
 :class:`~diffvoc.train_engine.FastTrainNetwork` — the same function and parameters, time-major
 stacked-tap matmuls with a hand-written backward, bf16 operands with fp32 master weights where the
-CPU has AVX512-BF16/AMX — one item per forward/backward pass (``train.micro_batch``) with the
-gradients accumulated, so the optimiser still sees the whole batch. The infer loss, the TDPM GAN
+CPU has AVX512-BF16/AMX — one item per forward/backward pass with the gradients accumulated, so the
+optimiser still sees the whole batch (the reference engine can accumulate too: ``train.micro_batch``). The infer loss, the TDPM GAN
 phases and validation use the reference network (the log says so). ``reference`` (the default on
 CUDA) is the plain module under autocast. On CUDA the loop never waits on the GPU between logging
 steps: loss, gradient norm and finiteness are read every ``train.log_every`` steps.
