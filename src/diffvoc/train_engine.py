@@ -58,7 +58,7 @@ class _Saved:
     def __init__(self, L: int, T: int, C: int, margin: int, dtype: torch.dtype, device: torch.device) -> None:
         z = dict(dtype=dtype, device=device)
         self.Z = torch.zeros(L, T + 2 * margin, C, **z)  # z_ℓ between zero margins (never written)
-        self.G = torch.empty(L, T, C, **z)  # the gate 2σ(a)tanh(b)
+        self.G = torch.empty(T, L, C, **z)  # the gates 2σ(a)tanh(b), layer-interleaved: the skip sum is one matmul
         self.Y: list[torch.Tensor | None] = [None] * L  # tanh(S @ W'_ℓ)
 
 
@@ -73,7 +73,7 @@ class _Workspace:
         z = dict(dtype=dtype, device=device)
         self.S = torch.zeros(T, K, **z)  # operand rows; the cond and ones columns are written once per item
         self.S[:, 3 * C + cond_cols] = 1.0
-        self.O = torch.empty(T, 2 * C, **z)
+        self.R = torch.empty(T, C, **z)  # a layer's residual output
         self.dO = torch.empty(T, 2 * C, **z)
         self.dY = torch.empty(T, L * 2 * C, **z)  # every layer's ∂L/∂(pre-activation): dcond is one matmul
         self.w = torch.empty(T, C, **z)
@@ -83,7 +83,6 @@ class _Workspace:
         f32 = dict(dtype=torch.float32, device=device)
         self.dz = torch.empty(T, C, **f32)
         self.x = torch.empty(T, C, **f32)
-        self.skip = torch.empty(T, C, **f32)
         self.dx = torch.empty(T, C, **f32)
 
 
@@ -115,7 +114,7 @@ class _ResidualStack(torch.autograd.Function):
         if Cc:
             S[:, 3 * C:3 * C + Cc].copy_(cond)
         sv = ws.pool.pop() if ws.pool else _Saved(*ws.args)
-        x, skip = ws.x, ws.skip
+        x = ws.x
         x.copy_(x0)
         for i, d in enumerate(engine.dilations):
             Z = sv.Z[i]
@@ -129,20 +128,19 @@ class _ResidualStack(torch.autograd.Function):
             else:
                 Y = torch.mm(S, Wd[i]).tanh_()
             sv.Y[i] = Y
-            g = sv.G[i]
+            g = sv.G[:, i]
             torch.addcmul(Y[:, C:], Y[:, :C], Y[:, C:], out=g)  # tanh(b)·(1 + tanh(a/2)) = 2σ(a)tanh(b)
-            if i + 1 < L:
-                O = torch.addmm(bod[i], g, Wod[i], out=ws.O)
-                x.add_(O[:, :C])
-                skip.add_(O[:, C:]) if i else skip.copy_(O[:, C:])
-            else:  # the last layer's residual half is never used
-                skip.add_(torch.addmm(bod[i, C:], g, Wod[i, :, C:]))
+            if i + 1 < L:  # the last layer's residual half is never used
+                x.add_(torch.addmm(bod[i, :C], g, Wod[i, :, :C], out=ws.R))
+        # Σ_ℓ skip_ℓ = [G_0 | … | G_{L−1}] @ [Wo_skip,0; …; Wo_skip,L−1] + Σ_ℓ b_skip,ℓ: one matmul
+        Wskip = Wod[:, :, C:].reshape(L * C, C)
+        skip = torch.addmm(bo[:, C:].sum(0).to(dt), sv.G.view(T, L * C), Wskip).float()
         ctx.engine, ctx.saved = engine, sv
         ctx.save_for_backward(W, Wo, cond)
         if not any(ctx.needs_input_grad):
             ws.pool.append(sv)
             ctx.saved = None
-        return skip.clone()
+        return skip
 
     @staticmethod
     def backward(ctx: Any, dskip: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
@@ -169,7 +167,7 @@ class _ResidualStack(torch.autograd.Function):
         dx.zero_()
         for i in range(L - 1, -1, -1):
             d = engine.dilations[i]
-            Z, Y, g = sv.Z[i], sv.Y[i], sv.G[i]
+            Z, Y, g = sv.Z[i], sv.Y[i], sv.G[:, i]
             Ya, Yb = Y[:, :C], Y[:, C:]
             last = i == L - 1
             if last:
