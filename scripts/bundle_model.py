@@ -23,7 +23,11 @@ def main() -> None:
     ap.add_argument("--dest", default=str(ROOT / "src" / "diffvoc" / "pretrained" / "default"))
     args = ap.parse_args()
     ck = load_checkpoint(args.checkpoint)
+    card = Path(args.dest) / "MODEL_CARD.md"
+    text = card.read_text() if card.is_file() else None  # the checkpoint writer replaces the folder
     path = save_checkpoint(args.dest, ck.config, ck.stats, ck.weights, dtype=torch.float16)
+    if text is not None:
+        (path / "MODEL_CARD.md").write_text(text)
     size = sum(p.stat().st_size for p in path.iterdir())
     print(f"{path}: {size / 1e6:.2f} MB from {ck.path}")
 
