@@ -24,8 +24,9 @@ inference engine (:mod:`diffvoc.fastpath`):
   carried as x̃_ℓ = 2^{ℓ/2}·x_ℓ).
 * **bf16 operands, fp32 master state.** With ``dtype=torch.bfloat16`` the operands ``S``, ``Y``
   and the gradient operands are bf16 (oneDNN's matmul, fp32 accumulation inside, tanh fused);
-  the residual stream, the skip sum, the gradient of the stream, every weight gradient handed
-  to the optimiser and the weights themselves stay fp32. With ``torch.float32`` every tensor is
+  the residual stream, the gradient of the stream, every weight gradient handed
+  to the optimiser and the weights themselves stay fp32 (the skip sum over all layers is one matmul
+  with fp32 accumulation inside, rounded once). With ``torch.float32`` every tensor is
   fp32 and loss and gradients equal the reference network's to float rounding (tested).
 * **One item at a time, one batch-wide prelude.** :meth:`FastTrainNetwork.accumulate` runs forward
   and backward item by item (the activations of one 62-frame item, ≈ 250 MB for BASE, live only
