@@ -201,7 +201,7 @@ def main() -> None:
             if r["preset"] == preset:
                 r["speedup_vs_reference"] = ref.get("reference", float("nan")) / r["seconds_per_step"]
                 r["speedup_vs_lmnt"] = ref.get("lmnt", float("nan")) / r["seconds_per_step"]
-    print(f"\n| preset | impl | precision | s/step | samples/s | peak RSS MB | × reference | × lmnt |")
+    print("\n| preset | impl | precision | s/step | samples/s | peak RSS MB | × reference | × lmnt |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['preset']} | {r['impl']} | {r['precision']} | {r['seconds_per_step']:.2f} | "

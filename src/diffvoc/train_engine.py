@@ -151,7 +151,6 @@ class _ResidualStack(torch.autograd.Function):
         ws, sv = engine.workspace(T), ctx.saved
         dt, C, M, Cc, L = engine.dtype, engine.C, engine.margin, engine.cond_cols, engine.L
         Wd, Wod = W.to(dt), Wo.to(dt)
-        used = 3 * C + Cc
         WdT = Wd[:, :3 * C].transpose(1, 2).contiguous()  # [L, 2C, 3C]
         WoT = Wod.transpose(1, 2).contiguous()  # [L, 2C, C]
         S, dO, dY_all, w, dx, dz, P = ws.S, ws.dO, ws.dY, ws.w, ws.dx, ws.dz, ws.P
@@ -259,7 +258,7 @@ class FastTrainNetwork(nn.Module):
 
     def stacked_weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """W [L, K, 2C], Wo [L, C, 2C], bo [L, 2C] built from the parameters (differentiably)."""
-        C, K = self.C, self.K
+        K = self.K
         Ws, Wos, bos = [], [], []
         half = self._half
         for i, layer in enumerate(self.model.residual_layers):
