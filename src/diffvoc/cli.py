@@ -109,7 +109,6 @@ def _inputs_to_mels(vocoder, inputs: list[str]) -> tuple[list, list[int]]:
 
 
 def cmd_vocode(args: argparse.Namespace) -> int:
-    import numpy as np
     import torch
 
     from .io import atomic_write_wav
@@ -140,19 +139,12 @@ def cmd_vocode(args: argparse.Namespace) -> int:
             raise DiffvocError(f"cannot create output folder {out}: {e.strerror}") from None
     t0 = time.perf_counter()
     seconds = 0.0
-    order = sorted(range(len(mels)), key=lambda i: mels[i].shape[-1])
-    for k in range(0, len(order), args.batch_size):
-        idx = order[k:k + args.batch_size]
-        width = max(mels[i].shape[-1] for i in idx)
-        pad = 0.0 if vocoder.config.audio.preset == "lmnt" else float(np.log(1e-5))
-        batch = np.full((len(idx), vocoder.config.audio.n_mels, width), pad, np.float32)
-        for j, i in enumerate(idx):
-            batch[j, :, : mels[i].shape[-1]] = mels[i]
-        wavs = vocoder.vocode(batch, steps=args.steps, schedule=schedule, full=args.full, seed=args.seed)
-        for j, i in enumerate(idx):
-            wav = wavs[j][: lengths[i]]
-            atomic_write_wav(targets[i], wav, vocoder.sample_rate)
-            seconds += len(wav) / vocoder.sample_rate
+    wavs = vocoder.vocode_batch(mels, steps=args.steps, schedule=schedule, full=args.full, seed=args.seed,
+                                batch_size=args.batch_size)
+    for i, wav in enumerate(wavs):
+        wav = wav[: lengths[i]]
+        atomic_write_wav(targets[i], wav, vocoder.sample_rate)
+        seconds += len(wav) / vocoder.sample_rate
     elapsed = time.perf_counter() - t0
     print(f"vocoded {len(mels)} file(s), {seconds:.2f} s of audio in {elapsed:.2f} s "
           f"({len(sampler)} steps, {vocoder.precision}, real-time factor {elapsed / max(seconds, 1e-9):.3f}) -> {out}")

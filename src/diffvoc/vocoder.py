@@ -342,6 +342,9 @@ class Vocoder:
             if np.asarray(m).ndim != 2:
                 raise DiffvocError("vocode_batch takes a list of 2-D mels [n_mels, frames]")
         sampler = self.sampler(steps, schedule, full)
+        if self.implicit is not None:  # truncated models: x_{T_trunc} per item from the implicit prior
+            return [self.vocode(m, steps=steps, schedule=schedule, full=full, seed=seed,
+                                chunk_frames=chunk_frames, **kw) for m in mels]
         out: list[np.ndarray | None] = [None] * len(mels)
         fade = kw.get("fade_frames", 8)
         chunk_frames = self.default_chunk() if chunk_frames is None else chunk_frames
@@ -368,11 +371,7 @@ class Vocoder:
             lengths = [f * hop for f in frames]
             denoise = self.denoiser(cond, lengths)
             noise = _ItemNoise(PositionalNoise(seed))
-            generate = None
-            if self.implicit is not None:
-                raise DiffvocError("vocode_batch does not support truncated models yet; use vocode")
-            wav = sampler.sample(denoise, std, len(idx), length, noise, start=0, device=self.device,
-                                 generate=generate)
+            wav = sampler.sample(denoise, std, len(idx), length, noise, start=0, device=self.device)
             for j, i in enumerate(idx):
                 out[i] = wav[j, :lengths[j]].float().cpu().numpy()
         return out  # type: ignore[return-value]
