@@ -5,7 +5,7 @@ it generates ``--n`` one-second clips (≥ 1,000 by default, as the paper; condi
 balanced labels k mod 10), classifies them with the digit classifier of
 ``diffvoc classifier train`` and scores them against the real training set. Two reference rows
 score the real ``train`` split (against itself) and the real ``test`` split (held-out voices), as
-the paper does. Metric definitions: :mod:`diffvoc.gen_metrics`.
+the paper does. Metric definitions: :mod:`diffvoc.evaluation.generative`.
 
 Writes ``OUT.json`` (rows, settings, the command line, the paper's SC09 figures for context) and
 ``OUT.md`` beside it, and prints the table::
@@ -124,10 +124,10 @@ def _sampler_text(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
-    from diffvoc.gen_metrics import DigitClassifier, RealReference, generation_metrics
-    from diffvoc.generation import Generator, list_digit_clips, load_digit_clips, output_name
+    from diffvoc.evaluation.generative import DigitClassifier, RealReference, generation_metrics
+    from diffvoc.inference.generator import Generator, list_digit_clips, load_digit_clips, output_name
     from diffvoc.io import atomic_write_wav
-    from diffvoc.schedule import parse_schedule
+    from diffvoc.diffusion.schedule import parse_schedule
 
     t_all = time.perf_counter()
     clf = DigitClassifier.load(args.classifier, device=args.device)

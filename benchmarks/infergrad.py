@@ -80,9 +80,9 @@ def run_config(p: dict, data: str, prior: str, seed: int, steps: int, lr: float,
 
 def evaluate(ckpt: str, schedule: list[float], clips, device: str, seed: int) -> dict:
     """MR-STFT and log-mel L1 (mean and 95% CI over clips) of one schedule on fixed clips and noise."""
-    from diffvoc.metrics import mean_ci95
-    from diffvoc.schedule_search import ScheduleObjective
-    from diffvoc.vocoder import Vocoder
+    from diffvoc.evaluation.metrics import mean_ci95
+    from diffvoc.evaluation.schedule_search import ScheduleObjective
+    from diffvoc.inference.vocoder import Vocoder
 
     voc = Vocoder.from_pretrained(ckpt, device=device)
     per_clip = []
@@ -102,8 +102,8 @@ def search_and_evaluate(run: str, data: str, search: dict, test: dict, device: s
 
     from diffvoc.checkpoint import load_checkpoint
     from diffvoc.config import FAST_SCHEDULES
-    from diffvoc.data import load_clips
-    from diffvoc.schedule_search import search_schedule
+    from diffvoc.data.dataset import load_clips
+    from diffvoc.evaluation.schedule_search import search_schedule
 
     torch.set_num_threads(threads)
     cfg = load_checkpoint(run).config
@@ -204,7 +204,7 @@ def main() -> None:
 
     # the "searched" schedule was chosen on the valid split (never worse there than the default),
     # so comparing searched schedules on the test split involves no selection on the test clips
-    from diffvoc.metrics import mean_ci95
+    from diffvoc.evaluation.metrics import mean_ci95
 
     def paired(a: dict, b: dict) -> dict:
         d = [x[0] + x[1] - y[0] - y[1] for x, y in zip(a["per_clip"], b["per_clip"])]

@@ -64,7 +64,7 @@ def worker(args: argparse.Namespace) -> None:
             return inf.predict(mel, model_dir=args.weights, device=torch.device(args.device), fast_sampling=True,
                                params={"inference_noise_schedule": betas})[0]
     else:
-        from diffvoc.vocoder import Vocoder
+        from diffvoc.inference.vocoder import Vocoder
 
         precision, engine = {"diffvoc": ("fp32", "reference"), "fp32": ("fp32", "fast"),
                              "bf16": ("bf16", "fast")}[args.impl]
@@ -101,8 +101,8 @@ TCMALLOC = ["/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4", "/usr/lib/libt
 def bf16_quality(seconds: float = 3.0) -> dict:
     """MR-STFT between the fp32 and bf16 outputs of the bundled model on the same noise (and, for
     scale, between two fp32 outputs with different noise seeds)."""
-    from diffvoc.metrics import mr_stft
-    from diffvoc.vocoder import Vocoder
+    from diffvoc.evaluation.metrics import mr_stft
+    from diffvoc.inference.vocoder import Vocoder
 
     v32 = Vocoder.from_pretrained(precision="fp32")
     v16 = Vocoder.from_pretrained(precision="bf16")
@@ -131,7 +131,7 @@ def streaming(weights: str, steps: int, precision: str, seconds: float = 5.0, bl
     time (as a TTS model emits them, here instantly); reported are the frames that had to arrive
     before the first audio came out (the look-ahead: chunk + receptive-field context + fade), the
     compute time from the start to the first audio, and the whole stream's real-time factor."""
-    from diffvoc.vocoder import Vocoder
+    from diffvoc.inference.vocoder import Vocoder
 
     v = Vocoder.from_pretrained(weights, precision=precision)
     frames = int(round(seconds * v.sample_rate / v.hop))
@@ -162,8 +162,8 @@ def equivalence(weights: str) -> float:
     sys.modules.setdefault("torchaudio", types.ModuleType("torchaudio"))
     import diffwave.inference as inf
 
-    from diffvoc.sampler import GlobalNoise
-    from diffvoc.vocoder import Vocoder
+    from diffvoc.diffusion.noise import GlobalNoise
+    from diffvoc.inference.vocoder import Vocoder
 
     mel = torch.rand(80, 86, generator=torch.Generator().manual_seed(1)) * 0.8
     inf.predict(mel, model_dir=weights, device=torch.device("cpu"), fast_sampling=True)

@@ -49,7 +49,7 @@ def make_data(root: Path, clips: int = 24, seconds: float = 2.0) -> Path:
     import soundfile as sf
 
     from diffvoc.config import AudioConfig
-    from diffvoc.data import preprocess
+    from diffvoc.data.dataset import preprocess
 
     src = root / "wavs"
     src.mkdir(parents=True, exist_ok=True)
@@ -76,7 +76,7 @@ def _peak_rss_mb() -> float:
 
 def _diffvoc_step(args: argparse.Namespace):
     from diffvoc.config import Config
-    from diffvoc.trainer import Trainer
+    from diffvoc.training.trainer import Trainer
 
     engine, precision = {"fast": ("fast", "auto"), "fast_fp32": ("fast", "fp32"), "reference": ("reference", "fp32"),
                          "fast_infer": ("fast", "auto"), "fast_tdpm": ("fast", "auto")}[args.impl]
@@ -104,7 +104,7 @@ def _lmnt_step(args: argparse.Namespace):
     from diffwave.params import AttrDict, params
 
     from diffvoc.config import AudioConfig
-    from diffvoc.data import CropDataset
+    from diffvoc.data.dataset import CropDataset
 
     p = AttrDict(dict(params))
     sizes = PRESETS[args.preset]

@@ -107,11 +107,12 @@ def evaluate(run: str, data: str, test: dict, device: str, threads: int, seed: i
     import torch
 
     from diffvoc.audio import MelSpectrogram
-    from diffvoc.data import load_clips
+    from diffvoc.data.dataset import load_clips
     from diffvoc.errors import DiffvocError
-    from diffvoc.losses import log_mel_l1
-    from diffvoc.metrics import MultiResolutionSTFTLoss, mean_ci95
-    from diffvoc.vocoder import Vocoder
+    from diffvoc.diffusion.spectral import log_mel_l1
+    from diffvoc.evaluation.metrics import mean_ci95
+    from diffvoc.diffusion.spectral import MultiResolutionSTFTLoss
+    from diffvoc.inference.vocoder import Vocoder
 
     torch.set_num_threads(threads)
     voc = Vocoder.from_pretrained(run, device=device)
@@ -154,7 +155,7 @@ def evaluate(run: str, data: str, test: dict, device: str, threads: int, seed: i
 
 def paired(a: list, b: list) -> dict:
     """Paired difference of (MR-STFT + log-mel L1) per clip, a − b, mean ± 95% CI."""
-    from diffvoc.metrics import mean_ci95
+    from diffvoc.evaluation.metrics import mean_ci95
 
     m, ci = mean_ci95([x[0] + x[1] - y[0] - y[1] for x, y in zip(a, b)])
     return {"mean": m, "ci95": ci}

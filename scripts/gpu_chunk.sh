@@ -157,12 +157,12 @@ try:
             fail("CUDA is not available")
         p = torch.cuda.get_device_properties(0)
         info.update(gpu=p.name, gpu_memory_gib=round(p.total_memory / 2**30, 1), cuda_bf16=torch.cuda.is_bf16_supported())
-    import diffvoc.trainer  # every training import (tensorboard, librosa, soundfile, safetensors)
+    import diffvoc.training.trainer  # every training import (tensorboard, librosa, soundfile, safetensors)
     from diffvoc.audio import MelSpectrogram, load_audio
     from diffvoc.checkpoint import load_checkpoint
     from diffvoc.cli import build_parser
     from diffvoc.config import Config
-    from diffvoc.data import discover
+    from diffvoc.data.dataset import discover
     run = os.environ["RUN"]
     if os.path.isfile(os.path.join(run, "latest")):
         ck = load_checkpoint(run, with_train_state=True)
@@ -241,7 +241,7 @@ def _stop(*_):  # SIGTERM (the deadline's backstop): end like Ctrl-C, so the sum
 
 signal.signal(signal.SIGTERM, _stop)
 try:
-    import diffvoc.trainer as T
+    import diffvoc.training.trainer as T
 
     _step = T.Trainer.train_step
 

@@ -74,7 +74,7 @@ tree = sum(os.path.getsize(f) for f in files.decode().split("\0") if f and os.pa
 def du(d):
     return sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(d) for f in fs) if os.path.isdir(d) else 0
 sys.path.insert(0, "src")
-from diffvoc.components import build
+from diffvoc.build import build
 from diffvoc.config import Config
 model, _, _ = build(Config.load(sys.argv[1]), {"energy_min": 0.1, "energy_max": 4.0})
 reserve = 16 * sum(p.numel() for p in model.parameters()) + 200_000  # EMA + raw + 2 Adam moments, fp32

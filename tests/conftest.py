@@ -77,7 +77,7 @@ def train_straight_and_resumed(cfg, root: Path, stop_at: int, files=("model_raw"
     bit-identical. Returns the straight run's last logged values."""
     from safetensors.torch import load_file
 
-    from diffvoc.trainer import Trainer
+    from diffvoc.training.trainer import Trainer
 
     a = Trainer(cfg, root / "straight", progress=False)
     last = a.train()
@@ -106,7 +106,7 @@ def corpus(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory, corpus) -> Path:
     from diffvoc.config import AudioConfig
-    from diffvoc.data import preprocess
+    from diffvoc.data.dataset import preprocess
 
     d = tmp_path_factory.mktemp("data")
     preprocess(corpus, d, AudioConfig(), jobs=1)
@@ -117,7 +117,7 @@ def data_dir(tmp_path_factory, corpus) -> Path:
 def trained_run(tmp_path_factory, data_dir) -> Path:
     """A tiny model trained for 10 steps (session-wide, reused by the inference tests)."""
     from diffvoc.config import Config
-    from diffvoc.trainer import Trainer
+    from diffvoc.training.trainer import Trainer
 
     run = tmp_path_factory.mktemp("run")
     cfg = Config.load(tiny_config_yaml(run / "tiny.yaml", data_dir))

@@ -1,4 +1,4 @@
-"""Tests for diffvoc.corpus: synthetic speech and digits corpora made with Debian's TTS engines."""
+"""Tests for diffvoc.data.synth: synthetic speech and digits corpora made with Debian's TTS engines."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from diffvoc import corpus
+from diffvoc.data import synth as corpus
 from diffvoc.errors import DiffvocError
 
 HAVE_ENGINE = any(shutil.which(engine) for engine in corpus.ENGINES)

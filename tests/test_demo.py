@@ -12,7 +12,7 @@ from conftest import run_cli, voiced
 
 
 def test_bundled_model_loads_and_vocodes():
-    from diffvoc.vocoder import DEFAULT_CHECKPOINT, Vocoder
+    from diffvoc.inference.vocoder import DEFAULT_CHECKPOINT, Vocoder
 
     v = Vocoder.from_pretrained()
     assert v.config.prior.kind == "priorgrad" and "energy_min" in v.stats

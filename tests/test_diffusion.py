@@ -8,10 +8,11 @@ import torch
 
 from diffvoc.config import AudioConfig, PriorConfig
 from diffvoc.errors import ScheduleError
-from diffvoc.losses import DiffusionLoss
-from diffvoc.prior import AdaptivePrior, StandardPrior
-from diffvoc.sampler import DiffusionSampler, GivenNoise, PositionalNoise
-from diffvoc.schedule import NoiseSchedule, parse_schedule
+from diffvoc.diffusion.loss import DiffusionLoss
+from diffvoc.diffusion.prior import AdaptivePrior, StandardPrior
+from diffvoc.diffusion.sampler import DiffusionSampler
+from diffvoc.diffusion.noise import GivenNoise, PositionalNoise
+from diffvoc.diffusion.schedule import NoiseSchedule, parse_schedule
 
 TRAIN = NoiseSchedule.linear(1e-4, 0.05, 50)
 

@@ -13,11 +13,11 @@ import pytest
 import soundfile as sf
 
 from conftest import make_corpus, run_cli, voiced
-from diffvoc import metrics as M
+import diffvoc.evaluation.metrics as M
 from diffvoc.audio import compute_mel
 from diffvoc.config import AudioConfig
 from diffvoc.errors import DiffvocError, ScheduleError
-from diffvoc.evaluate import (add_evaluate_parser, evaluate, griffin_lim, list_test_items, load_utterances,
+from diffvoc.evaluation.copy_synthesis import (add_evaluate_parser, evaluate, griffin_lim, list_test_items, load_utterances,
                               metric_keys, parse_steps)
 
 ALL_KEYS = metric_keys(list(M.ALL_METRICS))
@@ -35,7 +35,7 @@ def wired(command: str) -> bool:
 
 
 needs_cli = pytest.mark.skipif(not wired("evaluate"), reason="diffvoc.cli does not wire `evaluate` yet "
-                               "(add_evaluate_parser from diffvoc.evaluate)")
+                               "(add_evaluate_parser from diffvoc.evaluation.copy_synthesis)")
 
 
 def absent_steps(run) -> tuple[int, str]:
@@ -57,7 +57,7 @@ def run_handler(*argv: str) -> int:
 @pytest.fixture(scope="module")
 def test_set(tmp_path_factory):
     """A preprocessed folder whose test split holds two utterances."""
-    from diffvoc.data import preprocess
+    from diffvoc.data.dataset import preprocess
 
     root = tmp_path_factory.mktemp("evalset")
     corpus = make_corpus(root / "corpus", n=6)
@@ -140,7 +140,7 @@ def test_saved_audio(evaluated, trained_run):
 
 
 def test_utterances_match_the_vocoder(trained_run, test_set):
-    from diffvoc.vocoder import Vocoder
+    from diffvoc.inference.vocoder import Vocoder
 
     voc = Vocoder.from_pretrained(trained_run)
     items, split, _ = list_test_items(test_set, None)

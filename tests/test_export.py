@@ -10,11 +10,11 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
 from conftest import run_cli  # noqa: E402
-from diffvoc.vocoder import Vocoder  # noqa: E402
+from diffvoc.inference.vocoder import Vocoder  # noqa: E402
 
 
 def test_onnx_matches_pytorch(tmp_path, trained_run):
-    from diffvoc.export import OnnxVocoder, export_onnx
+    from diffvoc.inference.onnx import OnnxVocoder, export_onnx
 
     v = Vocoder.from_pretrained(trained_run, precision="fp32")  # ONNX runs in fp32
     torch.nn.init.normal_(v.model.output_projection.weight, std=0.3)  # non-trivial output

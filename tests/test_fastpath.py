@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from conftest import run_cli
-from diffvoc.components import build
+from diffvoc.build import build
 from diffvoc.config import Config, apply_presets
 from diffvoc.errors import DiffvocError
-from diffvoc.fastpath import DenoiserFactory, FastDenoiser, cpu_supports_bf16
-from diffvoc.vocoder import Vocoder
+from diffvoc.inference.engine import DenoiserFactory, FastDenoiser
+from diffvoc.precision import cpu_supports_bf16
+from diffvoc.inference.vocoder import Vocoder
 
 STATS = {"energy_min": 0.2, "energy_max": 6.0}
 
@@ -123,7 +124,7 @@ def test_bf16_runs_and_stays_close():
 
 
 def test_bf16_refused_without_cpu_support(monkeypatch):
-    import diffvoc.fastpath as fp
+    import diffvoc.precision as fp
 
     monkeypatch.setattr(fp, "cpu_supports_bf16", lambda: False)
     monkeypatch.delenv("DIFFVOC_FORCE_BF16", raising=False)
@@ -168,7 +169,7 @@ def test_vocode_batch_equals_individual_vocode():
 
 def test_vocode_batch_groups_bound_the_padded_frames():
     """Batches take at most batch_size items and at most max_frames padded frames (items × longest)."""
-    from diffvoc.vocoder import _groups
+    from diffvoc.inference.vocoder import _groups
 
     assert _groups([5, 5, 6, 9, 40, 41], 3, 0) == [[0, 1, 2], [3, 4, 5]]
     groups = _groups([5, 5, 6, 9, 40, 41], 8, 80)

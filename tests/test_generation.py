@@ -15,12 +15,12 @@ import soundfile as sf
 import torch
 
 from conftest import ROOT, run_cli
-from diffvoc import gen_metrics as M
-from diffvoc import generation as G
+import diffvoc.evaluation.generative as M
+import diffvoc.inference.generator as G
 from diffvoc.checkpoint import save_checkpoint
-from diffvoc.components import build
+from diffvoc.build import build
 from diffvoc.config import Config
-from diffvoc.corpus import DIGIT_WORDS
+from diffvoc.data.synth import DIGIT_WORDS
 from diffvoc.errors import DiffvocError
 
 SR = 16000
@@ -409,9 +409,9 @@ def test_train_generative_model_on_digits_and_generate(tmp_path, conditioning):
 
     from conftest import tiny_config_yaml, voiced
     from diffvoc.config import Config
-    from diffvoc.data import discover, preprocess
-    from diffvoc.generation import generate
-    from diffvoc.trainer import Trainer
+    from diffvoc.data.dataset import discover, preprocess
+    from diffvoc.inference.generator import generate
+    from diffvoc.training.trainer import Trainer
 
     root = tmp_path / "digits"
     for split in ("train", "valid", "test"):

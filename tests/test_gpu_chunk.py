@@ -45,7 +45,7 @@ def _assert_return_limits(out: Path) -> list[str]:
 def _tiny_run(run: Path, step: int, seed: int = 0) -> None:
     """A run directory as the trainer leaves it: ckpt-<step>/ with training state, latest, valid.jsonl, logs/."""
     from diffvoc.checkpoint import save_checkpoint, write_latest
-    from diffvoc.components import build
+    from diffvoc.build import build
     from diffvoc.config import Config
 
     cfg = Config.load(ROOT / "recipes" / "priorgrad_base.yaml").with_overrides(TINY.split())
@@ -151,7 +151,7 @@ def test_pack_drops_logs_then_training_state_to_fit(tmp_path, monkeypatch):
 def test_cpu_rehearsal_unpacks_loads_and_resumes(tmp_path):
     """The rehearsal from nothing (no corpus, no run: it writes a synthetic corpus), a tiny model and 2 MiB
     parts: trained to the deadline, packed within the return limits; unpacked, it loads and resumes."""
-    from diffvoc.vocoder import Vocoder
+    from diffvoc.inference.vocoder import Vocoder
 
     out, budget = tmp_path / "out", 60
     env = {"DEVICE": "cpu", "BUDGET": str(budget), "OUT": str(out), "RUN": str(tmp_path / "none"),

@@ -10,12 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 import soundfile as sf
 
 from conftest import run_cli

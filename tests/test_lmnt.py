@@ -27,7 +27,7 @@ def lmnt_ckpt(tmp_path_factory):
 
 
 def test_network_output_matches(lmnt_ckpt):
-    from diffvoc.vocoder import Vocoder
+    from diffvoc.inference.vocoder import Vocoder
 
     net, d = lmnt_ckpt
     v = Vocoder.from_pretrained(d / "weights.pt", precision="fp32")  # the exact path
@@ -45,8 +45,8 @@ def test_network_output_matches(lmnt_ckpt):
 def test_fast_sampling_matches_given_the_same_noise(lmnt_ckpt, monkeypatch):
     monkeypatch.setitem(sys.modules, "torchaudio", types.ModuleType("torchaudio"))  # lmnt imports it, never uses it here
     import diffwave.inference as inf
-    from diffvoc.sampler import GlobalNoise
-    from diffvoc.vocoder import Vocoder
+    from diffvoc.diffusion.noise import GlobalNoise
+    from diffvoc.inference.vocoder import Vocoder
 
     net, d = lmnt_ckpt
     mel = torch.rand(80, 24)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from diffvoc.config import ModelConfig, preset_config
-from diffvoc.network import DiffWave, upsample_factors
+from diffvoc.models.diffwave import DiffWave, upsample_factors
 
 
 def n_params(m: torch.nn.Module) -> int:
@@ -70,7 +70,7 @@ def test_output_layer_zero_initialised_and_step_embedding_interpolates():
 
 
 def test_conditioner_is_computed_once_per_utterance(trained_run):
-    from diffvoc.vocoder import Vocoder
+    from diffvoc.inference.vocoder import Vocoder
 
     v = Vocoder.from_pretrained(trained_run)
     calls = []

@@ -9,13 +9,13 @@ import pytest
 import soundfile as sf
 import torch
 
-import diffvoc.fastpath as fp
+import diffvoc.precision as fp
 from diffvoc.checkpoint import save_checkpoint
 from diffvoc.cli import build_parser, main
-from diffvoc.components import build
+from diffvoc.build import build
 from diffvoc.config import Config, apply_presets
-from diffvoc.fastpath import resolve_precision
-from diffvoc.vocoder import Vocoder
+from diffvoc.precision import resolve_precision
+from diffvoc.inference.vocoder import Vocoder
 
 STATS = {"energy_min": 0.2, "energy_max": 6.0}
 

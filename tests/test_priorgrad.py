@@ -10,9 +10,10 @@ import yaml
 from conftest import tiny_config_yaml
 from diffvoc.config import AudioConfig, Config, PriorConfig
 from diffvoc.errors import ConfigError
-from diffvoc.prior import AdaptivePrior, build_prior
-from diffvoc.sampler import DiffusionSampler, PositionalNoise
-from diffvoc.schedule import NoiseSchedule
+from diffvoc.diffusion.prior import AdaptivePrior, build_prior
+from diffvoc.diffusion.sampler import DiffusionSampler
+from diffvoc.diffusion.noise import PositionalNoise
+from diffvoc.diffusion.schedule import NoiseSchedule
 
 
 def mel_with_energy(e: torch.Tensor, n_mels: int = 80) -> torch.Tensor:
@@ -64,9 +65,9 @@ def test_sigma_min_and_energy_max_options():
 
 @pytest.mark.parametrize("condition", [False, True])
 def test_priorgrad_checkpoint_round_trip_and_unseen_mel(tmp_path, data_dir, condition):
-    from diffvoc.data import load_stats
-    from diffvoc.trainer import Trainer
-    from diffvoc.vocoder import Vocoder
+    from diffvoc.data.dataset import load_stats
+    from diffvoc.training.trainer import Trainer
+    from diffvoc.inference.vocoder import Vocoder
 
     yml = tiny_config_yaml(tmp_path / "c.yaml", data_dir, prior={"kind": "priorgrad", "condition_on_prior": condition},
                            train={"max_steps": 4, "save_every": 4, "valid_every": 4})

@@ -1,4 +1,4 @@
-"""Tests for diffvoc.realcorpus: real recordings from Debian packages, and the mixed corpus."""
+"""Tests for diffvoc.data.real: real recordings from Debian packages, and the mixed corpus."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 
 from conftest import voiced
-from diffvoc import realcorpus as R
+import diffvoc.data.real as R
 from diffvoc.errors import DiffvocError
 
 ASTERISK_EN = "asterisk-core-sounds-en-g722"
@@ -196,7 +196,7 @@ def test_deterministic(real, tmp_path):
 def test_preprocess_and_validation_clips_are_real(real, tmp_path):
     """The trainer's validation clips (data.load_clips on "valid") come from the real held-out clips."""
     from diffvoc.config import AudioConfig
-    from diffvoc.data import load_clips, load_record, preprocess
+    from diffvoc.data.dataset import load_clips, load_record, preprocess
 
     out, _ = real
     tts = fake_tts_corpus(tmp_path / "tts", n=12)
@@ -219,7 +219,7 @@ def test_preprocess_and_validation_clips_are_real(real, tmp_path):
 
 def fake_tts_corpus(folder: Path, n: int = 12, rate: int = RATE) -> Path:
     """A stand-in for `diffvoc corpus speech` output (its layout and manifest kind), made of tones."""
-    from diffvoc.corpus import SPEECH_KIND
+    from diffvoc.data.synth import SPEECH_KIND
 
     (folder / "wavs").mkdir(parents=True)
     (folder / "splits").mkdir()
@@ -319,7 +319,7 @@ def test_refuses_a_folder_that_is_not_a_real_corpus(tmp_path):
 
 
 def test_cli_wires_real_and_mixed():
-    from diffvoc.corpus import add_corpus_parser
+    from diffvoc.data.synth import add_corpus_parser
 
     parser = argparse.ArgumentParser(prog="diffvoc")
     add_corpus_parser(parser.add_subparsers(dest="command"))

@@ -13,8 +13,8 @@ import pytest
 
 from conftest import run_cli
 from diffvoc.errors import DiffvocError
-from diffvoc.evaluate import evaluate, write_results
-from diffvoc.report import add_report_parser, build_report
+from diffvoc.evaluation.copy_synthesis import evaluate, write_results
+from diffvoc.evaluation.report import add_report_parser, build_report
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)), None)
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary on PATH "
@@ -129,7 +129,7 @@ def test_rebuild_replaces_an_earlier_report(results, tmp_path):
 
 
 @pytest.mark.skipif(not wired("report"), reason="diffvoc.cli does not wire `report` yet "
-                    "(add_report_parser from diffvoc.report)")
+                    "(add_report_parser from diffvoc.evaluation.report)")
 def test_cli_report(results, trained_run, tmp_path):
     r = run_cli("report", str(results), "-o", str(tmp_path / "site"), "--runs", str(trained_run))
     assert r.returncode == 0, r.stderr
@@ -150,7 +150,7 @@ def generated_dirs(tmp_path_factory) -> dict[str, Path]:
     import numpy as np
     import soundfile as sf
 
-    from diffvoc.generation import output_name
+    from diffvoc.inference.generator import output_name
 
     root = tmp_path_factory.mktemp("generated")
     rng = np.random.default_rng(0)

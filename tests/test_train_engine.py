@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from conftest import run_cli, tiny_config_yaml
-from diffvoc.components import build_network
+from diffvoc.build import build_network
 from diffvoc.config import Config
-from diffvoc.fastpath import cpu_supports_bf16
-from diffvoc.train_engine import FastTrainNetwork, micro_batches
-from diffvoc.trainer import Trainer, resolve_engine
+from diffvoc.precision import cpu_supports_bf16
+from diffvoc.training.engine import FastTrainNetwork, micro_batches
+from diffvoc.training.trainer import Trainer, resolve_engine
 
 
 def _net(conditioning: str = "mel", C: int = 16, L: int = 6, cycle: int = 3, extra: int = 0) -> torch.nn.Module:
@@ -25,7 +25,7 @@ def _net(conditioning: str = "mel", C: int = 16, L: int = 6, cycle: int = 3, ext
     torch.manual_seed(0)
     net = build_network(cfg)
     if extra:
-        from diffvoc.network import DiffWave
+        from diffvoc.models.diffwave import DiffWave
 
         net = DiffWave(cfg.model, cfg.diffusion.steps, cfg.audio.n_mels, cfg.audio.hop_length, extra)
     torch.nn.init.normal_(net.output_projection.weight, 0, 0.1)  # zero at init: give it a gradient path
@@ -117,7 +117,7 @@ def test_saved_activations_are_pooled_and_items_are_independent():
 
 
 def test_resolve_engine(monkeypatch):
-    import diffvoc.fastpath as fp
+    import diffvoc.precision as fp
 
     cpu = torch.device("cpu")
     monkeypatch.setattr(fp, "cpu_supports_bf16", lambda: True)

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from conftest import ROOT, make_corpus, run_cli, tiny_config_yaml
 from diffvoc.checkpoint import load_checkpoint
 from diffvoc.config import Config
-from diffvoc.trainer import Trainer
+from diffvoc.training.trainer import Trainer
 
 
 def test_training_lowers_the_loss(tmp_path, data_dir):
@@ -65,7 +65,7 @@ def test_checkpoint_contents_and_exact_resume(tmp_path, data_dir):
 
 def test_changed_feature_config_does_not_reuse_cache(tmp_path, corpus):
     from diffvoc.config import AudioConfig
-    from diffvoc.data import feature_dir, preprocess
+    from diffvoc.data.dataset import feature_dir, preprocess
 
     d = tmp_path / "data"
     preprocess(corpus, d, AudioConfig(), jobs=1)
@@ -80,7 +80,7 @@ def test_changed_feature_config_does_not_reuse_cache(tmp_path, corpus):
 
 def test_short_clips_are_padded_not_dropped(tmp_path):
     from diffvoc.config import AudioConfig
-    from diffvoc.data import CropDataset, preprocess
+    from diffvoc.data.dataset import CropDataset, preprocess
 
     c = make_corpus(tmp_path / "c", n=4, seconds=0.1)  # at most 11 frames, crops of 16
     preprocess(c, tmp_path / "d", AudioConfig(), jobs=1)
@@ -93,7 +93,7 @@ def test_short_clips_are_padded_not_dropped(tmp_path):
 
 
 def test_splits_are_deterministic_and_ljspeech_layout(tmp_path):
-    from diffvoc.data import discover, make_split
+    from diffvoc.data.dataset import discover, make_split
 
     c = make_corpus(tmp_path / "lj", n=10, layout="ljspeech")
     items, split = discover(c)

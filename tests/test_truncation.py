@@ -10,15 +10,15 @@ import torch
 import yaml
 
 from conftest import run_cli, tiny_config_yaml, train_straight_and_resumed
-from diffvoc.components import build, build_sampler
+from diffvoc.build import build, build_sampler
 from diffvoc.config import Config, ConfigError, truncation_steps
-from diffvoc.discriminator import MelDiscriminator
+from diffvoc.models.discriminator import MelDiscriminator
 from diffvoc.errors import ScheduleError
-from diffvoc.losses import DiffusionLoss
-from diffvoc.sampler import GlobalNoise
-from diffvoc.schedule import NoiseSchedule
-from diffvoc.truncation import TruncatedGAN, d_loss, g_loss, r1_penalty, truncated_betas, truncation_level
-from diffvoc.vocoder import Vocoder
+from diffvoc.diffusion.loss import DiffusionLoss
+from diffvoc.diffusion.noise import GlobalNoise
+from diffvoc.diffusion.schedule import NoiseSchedule
+from diffvoc.diffusion.truncation import TruncatedGAN, d_loss, g_loss, r1_penalty, truncated_betas, truncation_level
+from diffvoc.inference.vocoder import Vocoder
 
 GEN = {"generator_channels": 8, "generator_layers": 2, "generator_cycle": 2, "discriminator_channels": 4,
        "discriminator_scales": 2, "r1_every": 2}
@@ -149,7 +149,7 @@ def test_discriminator_sees_the_mel_and_handles_any_length():
     assert len(out) == 7 and all(o.shape[0] == 2 for o in out)
     assert out[-2].shape[-1] == 1001 // 64 + 1  # spectral: one logit per STFT frame
     # the spectral sub-discriminators' input gradient is bounded by the log floor (R1 stays finite)
-    from diffvoc.truncation import r1_penalty
+    from diffvoc.diffusion.truncation import r1_penalty
 
     quiet = MelDiscriminator(81, channels=4, scales=0, resolutions=[[256, 64, 256]])
     assert math.isfinite(r1_penalty(quiet, torch.zeros(1, 1001), mel[:1]).item())
@@ -211,7 +211,7 @@ def test_sampler_refuses_a_truncated_chain_without_its_generator():
 
 
 def test_training_draws_t_only_below_the_truncation(tmp_path, data_dir):
-    from diffvoc.trainer import Trainer
+    from diffvoc.training.trainer import Trainer
 
     cfg = Config.load(tdpm_yaml(tmp_path / "c.yaml", data_dir, {"steps": 7, "gan_start_step": 100}))
     tr = Trainer(cfg, tmp_path / "run", progress=False)
@@ -270,7 +270,7 @@ def test_truncated_checkpoint_round_trips_resumes_exactly_and_vocodes(tmp_path, 
 def test_shared_generator_with_the_infer_loss_trains(tmp_path, data_dir):
     """Shared G + the infer loss through G and the truncated 2-step chain: both losses are logged and
     the shared model's 1-call limit is refused on the command line."""
-    from diffvoc.trainer import Trainer
+    from diffvoc.training.trainer import Trainer
 
     yml = tdpm_yaml(tmp_path / "c.yaml", data_dir, {"steps": 30, "generator": "shared"},
                     infer={"enabled": True, "steps": 2, "crop_frames": 10, "batch_items": 1},

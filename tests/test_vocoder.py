@@ -9,7 +9,7 @@ import torch
 from conftest import make_corpus, tiny_config_yaml
 from diffvoc.config import Config
 from diffvoc.errors import MelError, ScheduleError
-from diffvoc.vocoder import Vocoder
+from diffvoc.inference.vocoder import Vocoder
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +81,8 @@ def test_analysis_synthesis_length(vocoder, corpus):
 @pytest.mark.slow
 @pytest.mark.parametrize("sr,hop", [(16000, 200), (22050, 256), (24000, 300), (44100, 512), (48000, 512)])
 def test_rates_and_hops_end_to_end(tmp_path, sr, hop):
-    from diffvoc.data import preprocess
-    from diffvoc.trainer import Trainer
+    from diffvoc.data.dataset import preprocess
+    from diffvoc.training.trainer import Trainer
 
     corpus = make_corpus(tmp_path / "c", n=4, sr=44100, seconds=0.6)  # resampled to `sr` by preprocess
     n_fft = 4 * hop if hop != 256 else 1024

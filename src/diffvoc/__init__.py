@@ -1,7 +1,7 @@
 """diffvoc — diffusion vocoders: DiffWave, PriorGrad, InferGrad and truncated diffusion in one toolkit."""
 
-from .config import Config
-from .errors import DiffvocError
+from diffvoc.config import Config
+from diffvoc.errors import DiffvocError
 
 __version__ = "0.1.0"
 
@@ -10,7 +10,7 @@ __all__ = ["Config", "DiffvocError", "Vocoder", "__version__"]
 
 def __getattr__(name: str):  # lazy: `import diffvoc` stays light
     if name == "Vocoder":
-        from .vocoder import Vocoder
+        from diffvoc.inference.vocoder import Vocoder
 
         return Vocoder
     raise AttributeError(name)

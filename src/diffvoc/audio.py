@@ -23,8 +23,8 @@ import soundfile as sf
 import torch
 import torch.nn.functional as F
 
-from .config import AudioConfig
-from .errors import AudioError, MelError
+from diffvoc.config import AudioConfig
+from diffvoc.errors import AudioError, MelError
 
 LOG_CLAMP = 1e-5
 MAG_EPS = 1e-9

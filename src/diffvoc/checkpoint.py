@@ -28,9 +28,9 @@ import yaml
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .config import AudioConfig, Config, ConfigError, ModelConfig, apply_presets
-from .errors import CheckpointError
-from .io import atomic_dir, atomic_write_text, plain
+from diffvoc.config import AudioConfig, Config, ConfigError, ModelConfig, apply_presets
+from diffvoc.errors import CheckpointError
+from diffvoc.io import atomic_dir, atomic_write_text, plain
 
 CONFIG = "config.yaml"
 STATS = "stats.yaml"

@@ -15,7 +15,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
-from .errors import ConfigError
+from diffvoc.errors import ConfigError
 
 # DiffWave's paper fast schedules (REFERENCE §1) and PriorGrad's official 12-step schedule (§2).
 # The 2- and 3-step schedules are ours: no paper publishes one for DiffWave's T=50
@@ -150,7 +150,7 @@ class TrainConfig:
     grad_clip: float | None = None  # max gradient norm; None logs the norm without clipping
     ema_decay: float = 0.999
     precision: str = "auto"  # "auto" (bf16 on CUDA and on CPUs with AVX512-BF16/AMX, else fp32) | "fp32" | "bf16" | "fp16"
-    engine: str = "auto"  # "auto" (fast on CPU, reference on CUDA) | "fast" (diffvoc.train_engine) | "reference"
+    engine: str = "auto"  # "auto" (fast on CPU, reference on CUDA) | "fast" (diffvoc.training.engine) | "reference"
     micro_batch: int = 0  # reference engine: items per forward/backward pass, gradients accumulated (0: all); fast: always 1
     compile: bool = False  # torch.compile the network (CUDA; falls back to eager if compilation fails)
     seed: int = 0
@@ -164,7 +164,7 @@ class TrainConfig:
 
 @dataclass
 class InferConfig:
-    """InferGrad's infer loss (Chen et al., ICASSP 2022; REFERENCE §3; :mod:`diffvoc.infergrad`).
+    """InferGrad's infer loss (Chen et al., ICASSP 2022; REFERENCE §3; :mod:`diffvoc.diffusion.infergrad`).
 
     Training adds ``weight`` · L_infer(x̂_0, x_0) to the diffusion loss, where x̂_0 is produced from
     the prior's noise by the K-step reverse process, run with gradients. Everything InferGrad does
@@ -216,7 +216,7 @@ class InferConfig:
 
 @dataclass
 class TruncationConfig:
-    """Truncated diffusion with a learned implicit prior (TDPM, REFERENCE §4; :mod:`diffvoc.truncation`).
+    """Truncated diffusion with a learned implicit prior (TDPM, REFERENCE §4; :mod:`diffvoc.diffusion.truncation`).
 
     The diffusion loss is applied only on t ≤ T_trunc (``steps``, or the first step whose noise
     level 1 − ᾱ_t reaches ``noise_level``); a generator G(z, mel) learns x_{T_trunc} adversarially
@@ -251,7 +251,7 @@ class TruncationConfig:
     discriminator_channels: int = 16
     discriminator_scales: int = 3  # multi-scale sub-discriminators (raw, ×2, ×4 average-pooled)
     discriminator_periods: list[int] = field(default_factory=list)  # multi-period ones, e.g. [2, 3, 5, 7, 11]
-    # spectral ones: [n_fft, hop, win] of a log-magnitude STFT each (see diffvoc.discriminator)
+    # spectral ones: [n_fft, hop, win] of a log-magnitude STFT each (see diffvoc.models.discriminator)
     discriminator_resolutions: list[list[int]] = field(
         default_factory=lambda: [[512, 128, 512], [1024, 256, 1024], [2048, 512, 2048]])
     generator_lr: float = 2e-5
@@ -285,7 +285,7 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def save(self, path: str | Path) -> None:
-        from .io import atomic_write_text
+        from diffvoc.io import atomic_write_text
 
         atomic_write_text(path, self.to_yaml())
 

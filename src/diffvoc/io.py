@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from .errors import DiffvocError
+from diffvoc.errors import DiffvocError
 
 
 def plain(obj, nan_as_none: bool = False):

@@ -1,0 +1,1 @@
+"""The diffusion maths: schedule, priors, losses, samplers, InferGrad and truncation (TDPM)."""

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, copy-synthesis, generative metrics, schedule search, report pages, demo."""

@@ -1,0 +1,739 @@
+"""``diffvoc evaluate``: copy-synthesis of a test set, scored with objective metrics.
+
+For every checkpoint × step count, each test utterance is analysed into the model's own mel
+(read, resampled and peak-normalised exactly as :meth:`Vocoder.analyse_file` does), vocoded, timed
+and scored against the reference with :func:`diffvoc.evaluation.metrics.evaluate_pair` (log-mel L1 on the
+model's mel). Two context systems use the same utterances: ``reference`` (only its DNSMOS, as the
+intrusive metrics of a signal against itself are trivial) and ``griffin-lim`` (32 iterations from the
+same mel). The results JSON holds the run's metadata, one row per system × utterance and a summary
+per system (mean and 95% CI half width of every metric, real-time factor and peak memory); a
+Markdown table is written beside it and printed.
+
+Timing: each utterance is vocoded alone (batch 1) after one untimed warm-up call per system; the
+real-time factor is compute seconds / audio seconds (CUDA is synchronised around the call).
+Peak memory, the largest over a system's utterances, measured around synthesis only (not scoring):
+on CUDA ``torch.cuda.max_memory_allocated`` reset before each call (tensors only, model weights
+included); on CPU the process's peak RSS, reset on Linux through ``/proc/self/clear_refs`` and
+read from ``VmHWM``, else ``resource.getrusage`` ``ru_maxrss`` (the peak since the process started,
+which includes everything done before). Which one was used is recorded with the value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import resource
+import shlex
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import diffvoc.evaluation.metrics as M
+from diffvoc.audio import compute_mel, load_audio, mel_to_linear, peak_normalize
+from diffvoc.checkpoint import LATEST, Checkpoint, load_checkpoint
+from diffvoc.config import AudioConfig
+from diffvoc.data.dataset import DATASET, discover, feature_dir, load_record, split_ids
+from diffvoc.errors import AudioError, DiffvocError, ScheduleError
+from diffvoc.io import atomic_dir, atomic_write_text, atomic_write_wav, cpu_name, plain
+
+__all__ = [
+    "DISPLAY_NAMES",
+    "LOWER_IS_BETTER",
+    "Utterance",
+    "add_evaluate_parser",
+    "cmd_evaluate",
+    "evaluate",
+    "format_table",
+    "griffin_lim",
+    "load_utterances",
+    "parse_steps",
+    "write_results",
+]
+
+GRIFFIN_LIM_ITERS = 32
+FORMAT = "diffvoc-evaluation"
+FORMAT_VERSION = 1
+
+#: Short column titles for reports, in report order.
+DISPLAY_NAMES: dict[str, str] = {
+    "mr_stft": "MR-STFT", "mr_stft_sc": "MR-STFT SC", "mr_stft_mag": "MR-STFT mag",
+    "log_mel_l1": "log-mel L1", "mcd": "MCD (dB)", "f0_rmse_cents": "F0 RMSE (cents)",
+    "f0_rmse_hz": "F0 RMSE (Hz)", "vuv_error": "V/UV error", "pesq_wb": "PESQ-WB", "stoi": "STOI",
+    "estoi": "ESTOI", "dnsmos_sig": "DNSMOS SIG", "dnsmos_bak": "DNSMOS BAK", "dnsmos_ovrl": "DNSMOS OVRL",
+    "dnsmos_p808": "DNSMOS P.808", "rtf": "RTF", "peak_memory_mb": "peak memory (MiB)",
+}
+
+#: Metrics where smaller is better; every other metric is better when larger.
+LOWER_IS_BETTER: frozenset[str] = frozenset({
+    "mr_stft", "mr_stft_sc", "mr_stft_mag", "log_mel_l1", "mcd", "f0_rmse_cents", "f0_rmse_hz",
+    "vuv_error", "rtf", "peak_memory_mb"})
+
+# Optional packages each metric group needs (checked before any work is done).
+_NEEDS: dict[str, tuple[str, ...]] = {"mcd": ("pyworld", "pysptk"), "f0": ("pyworld",), "pesq": ("pesq",),
+                                      "stoi": ("pystoi",), "estoi": ("pystoi",), "dnsmos": ("speechmos.dnsmos",)}
+
+
+def metric_keys(groups: list[str]) -> list[str]:
+    """The result keys the metric groups produce, in report order."""
+    return [k for g in M.ALL_METRICS if g in groups for k in M.METRIC_SETTINGS[g]["keys"]]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Parsing and validation
+# ---------------------------------------------------------------------------------------------------
+
+
+def parse_steps(text: str) -> list[int]:
+    """``"2,6,50"`` → ``[2, 6, 50]`` (positive integers, duplicates removed, order kept)."""
+    out: list[int] = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if not part.isdigit() or int(part) < 1:
+            raise DiffvocError(f"--steps must be positive integers separated by commas, got {text!r}")
+        if int(part) not in out:
+            out.append(int(part))
+    return out
+
+
+def parse_metrics(text: str) -> list[str]:
+    """``"mr_stft,pesq"`` → metric groups in report order; unknown names are an error."""
+    names = [p.strip() for p in str(text).split(",") if p.strip()]
+    unknown = [n for n in names if n not in M.ALL_METRICS]
+    if unknown or not names:
+        raise DiffvocError(f"unknown metric {unknown[0] if unknown else repr(text)}; "
+                           f"choose from {','.join(M.ALL_METRICS)}")
+    return [g for g in M.ALL_METRICS if g in names]
+
+
+def _check_metric_packages(groups: list[str]) -> None:
+    for g in groups:
+        for module in _NEEDS.get(g, ()):
+            M._require(module)  # raises a DiffvocError naming the pip install
+
+
+def step_mode(ck: Checkpoint, steps: int, label: str) -> bool:
+    """Whether ``steps`` means the full ancestral sampler (the training T) or a stored fast schedule."""
+    d = ck.config.diffusion
+    if steps == d.steps:
+        return True
+    if steps in d.fast_schedules:
+        return False
+    avail = ", ".join([str(s) for s in sorted(d.fast_schedules)] + [f"{d.steps} (full)"])
+    raise ScheduleError(f"{label}: no {steps}-step schedule is stored with this checkpoint "
+                        f"(available step counts: {avail})")
+
+
+def checkpoint_label(given: str | Path) -> str:
+    """A short name: a run folder's name, ``<run>-ckpt-N`` inside a run, else the folder's (or file's) name."""
+    p = Path(given).resolve()
+    if p.is_file():
+        return p.parent.name if p.stem in ("weights", "model") and p.parent.name else p.stem
+    if (p / LATEST).is_file():
+        return p.name
+    if re.fullmatch(r"ckpt-\d+", p.name) and (p.parent / LATEST).is_file():
+        return f"{p.parent.name}-{p.name}"
+    return p.name
+
+
+def safe_name(label: str) -> str:
+    """A label made safe as a folder name and a relative URL."""
+    return re.sub(r"[^\w.@+=-]", "_", label) or "_"
+
+
+def _unique(labels: list[str]) -> list[str]:
+    out: list[str] = []
+    for lab in labels:
+        new, k = lab, 2
+        while new in out:
+            new, k = f"{lab}-{k}", k + 1
+        out.append(new)
+    return out
+
+
+def config_summary(ck: Checkpoint) -> dict[str, Any]:
+    """What a reader of the results needs to know about a checkpoint."""
+    c = ck.config
+    step = None
+    if ck.path is not None and (Path(ck.path) / "train_state.json").is_file():
+        try:
+            step = json.loads((Path(ck.path) / "train_state.json").read_text()).get("step")
+        except (OSError, ValueError):
+            step = None
+    return {
+        "audio": asdict(c.audio), "audio_key": c.audio.feature_key(),
+        "model": asdict(c.model), "parameters": int(sum(v.numel() for v in ck.weights.values())),
+        "prior": c.prior.kind, "diffusion_steps": c.diffusion.steps,
+        "beta": [c.diffusion.beta_start, c.diffusion.beta_end], "loss": c.diffusion.loss,
+        "stored_schedules": sorted(c.diffusion.fast_schedules), "train_step": step,
+        "format": ck.extras.get("format", "diffvoc"),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------
+# Test set
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Utterance:
+    """A test utterance at the model's rate: the reference waveform and its mel (whole frames)."""
+
+    id: str
+    path: str
+    audio: np.ndarray
+    mel: np.ndarray
+
+    def seconds(self, sample_rate: int) -> float:
+        return len(self.audio) / sample_rate
+
+
+def list_test_items(source: str | Path, split: str | None) -> tuple[list[dict[str, str]], str | None, str]:
+    """Items ``[{id, path}]`` of a test set in a deterministic order, the split used and a description.
+
+    A ``diffvoc preprocess`` folder gives its ``split`` (default ``test``) minus skipped files; an
+    audio folder, LJSpeech folder or file list gives every file (or its ``splits/<split>.txt``).
+    """
+    src = Path(source)
+    if not src.exists():
+        raise DiffvocError(f"no such test set: {src}")
+    if src.is_dir() and (src / DATASET).is_file():
+        record = load_record(src)
+        name = split or "test"
+        splits = record.get("split") or {}
+        if name not in splits:
+            raise DiffvocError(f"{src}: no {name!r} split (have {', '.join(sorted(splits)) or 'none'})")
+        by_id = {it["id"]: it for it in record["items"]}
+        items = [by_id[i] for i in split_ids(record, name) if i in by_id]
+        if not items:
+            raise DiffvocError(f"{src}: the {name} split is empty")
+        return items, name, f"{src.resolve()} ({name} split of a preprocessed folder)"
+    items, given = discover(src)
+    if split is None:
+        return items, None, f"{src.resolve()} (all {len(items)} files)"
+    if given is None:
+        raise DiffvocError(f"{src} has no split lists (splits/<name>.txt); omit --split to use every file")
+    ids = set(given.get(split, []))
+    items = [it for it in items if it["id"] in ids]
+    if not items:
+        raise DiffvocError(f"{src}: the {split} split is empty")
+    return items, split, f"{src.resolve()} ({split} split)"
+
+
+def load_utterances(items: list[dict[str, str]], cfg: AudioConfig,
+                    data_dir: str | Path | None = None) -> list[Utterance]:
+    """Read each item as :meth:`Vocoder.analyse_file` does: resample, peak-normalise, pad to whole
+    frames, mel. A file that is gone is read from the feature cache of ``data_dir`` when present."""
+    out = []
+    cache = feature_dir(data_dir, cfg) if data_dir is not None else None
+    for it in items:
+        path = Path(it["path"])
+        if path.exists() or cache is None or not (cache / f"{it['id']}.wav.npy").is_file():
+            audio = peak_normalize(load_audio(path, cfg.sample_rate), cfg.peak_normalize)
+        else:
+            audio = np.load(cache / f"{it['id']}.wav.npy").astype(np.float32) / 32767
+        padded = np.pad(audio, (0, -len(audio) % cfg.hop_length))
+        try:
+            mel = compute_mel(padded, cfg)
+        except AudioError as e:
+            raise AudioError(f"{path}: {e}") from None
+        out.append(Utterance(it["id"], str(path), audio, mel))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Systems: Griffin-Lim, timing, memory
+# ---------------------------------------------------------------------------------------------------
+
+
+def griffin_lim(mel: np.ndarray, cfg: AudioConfig, length: int, seed: int = 0,
+                n_iter: int = GRIFFIN_LIM_ITERS) -> np.ndarray:
+    """Griffin-Lim from a model mel (librosa's ``mel_to_audio`` in its two stages, seeded).
+
+    The log is inverted (``exp`` for ``hifigan``; the dB mapping and the window normalisation for
+    ``lmnt``), the mel filterbank is inverted by NNLS (``mel_to_stft``, power 1.0), then ``n_iter``
+    Griffin-Lim iterations with a centred STFT. For ``hifigan`` mels (uncentred, padded by
+    (n_fft − hop)/2) the result is shifted by n_fft/2 − (n_fft − hop)//2 samples to line up in time.
+    The output is clipped to [-1, 1].
+    """
+    import librosa
+
+    lin = mel_to_linear(torch.from_numpy(np.asarray(mel, np.float32)), cfg).numpy().astype(np.float64)
+    htk = cfg.preset == "lmnt"
+    if htk:
+        lin = lin * float(np.sqrt(np.sum(np.hanning(cfg.win_length + 1)[:-1] ** 2)))
+    fmax = cfg.fmax if cfg.fmax is not None else cfg.sample_rate / 2
+    spec = librosa.feature.inverse.mel_to_stft(lin, sr=cfg.sample_rate, n_fft=cfg.n_fft, power=1.0,
+                                               fmin=cfg.fmin, fmax=fmax, htk=htk, norm=None if htk else "slaney")
+    y = librosa.griffinlim(spec, n_iter=n_iter, hop_length=cfg.hop_length, win_length=cfg.win_length,
+                           n_fft=cfg.n_fft, window="hann", center=True, random_state=seed)
+    shift = 0 if htk else cfg.n_fft // 2 - (cfg.n_fft - cfg.hop_length) // 2
+    out = np.zeros(length, np.float32)
+    seg = y[: max(0, length - shift)]
+    out[shift:shift + len(seg)] = seg
+    return np.clip(out, -1.0, 1.0)  # scored as it is heard from a 16-bit file
+
+
+class PeakMemory:
+    """Peak memory of one system: CUDA allocator peak, or the process's peak RSS on CPU."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.cuda = device.type == "cuda"
+        self.resettable = False
+        if not self.cuda and sys.platform.startswith("linux"):
+            self.resettable = self._clear_refs() and self._hwm_kib() is not None
+
+    @property
+    def kind(self) -> str:
+        if self.cuda:
+            return "torch.cuda.max_memory_allocated during synthesis (tensors, model included)"
+        if self.resettable:
+            return "peak RSS of the process during synthesis (VmHWM, reset via /proc/self/clear_refs)"
+        return "peak RSS of the process since it started (resource.getrusage ru_maxrss; cannot be reset)"
+
+    @staticmethod
+    def _clear_refs() -> bool:
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            return True
+        except OSError:
+            return False
+
+    @staticmethod
+    def _hwm_kib() -> int | None:
+        try:
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1])
+        except (OSError, ValueError, IndexError):
+            return None
+        return None
+
+    def start(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        elif self.resettable:
+            self._clear_refs()
+
+    def peak_mib(self) -> float:
+        if self.cuda:
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        if self.resettable:
+            kib = self._hwm_kib()
+            if kib is not None:
+                return kib / 1024
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return rss / 2**20 if sys.platform == "darwin" else rss / 1024  # bytes on macOS, KiB elsewhere
+
+
+def _timed(fn: Callable[[], np.ndarray], device: torch.device) -> tuple[np.ndarray, float]:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    out = fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return out, time.perf_counter() - t0
+
+
+def score(ref: np.ndarray, deg: np.ndarray, sr: int, mel_fn: Callable[[np.ndarray], Any],
+          groups: list[str]) -> tuple[dict[str, float], list[str]]:
+    """All metric groups for one pair; a group that fails on this audio gives NaN and a note."""
+    try:
+        return M.evaluate_pair(ref, deg, sr, mel_fn, set(groups)), []
+    except AudioError:
+        pass
+    out: dict[str, float] = {}
+    notes: list[str] = []
+    for g in groups:
+        try:
+            out.update(M.evaluate_pair(ref, deg, sr, mel_fn, {g}))
+        except AudioError as e:
+            out.update({k: math.nan for k in M.METRIC_SETTINGS[g]["keys"]})
+            notes.append(f"{g}: {e}")
+    return out, notes
+
+
+@contextmanager
+def _audio_sink(root: Path | None, name: str) -> Iterator[Path | None]:
+    """A temporary folder that becomes ``root/name`` when the system is done (or nothing)."""
+    if root is None:
+        yield None
+        return
+    with atomic_dir(root / name) as tmp:
+        yield tmp
+
+
+# ---------------------------------------------------------------------------------------------------
+# The evaluation
+# ---------------------------------------------------------------------------------------------------
+
+
+def evaluate(checkpoints: list[str], data: str | Path, *, split: str | None = None, steps: list[int] | None = None,
+             limit: int | None = None, seed: int = 0, device: str = "cpu", metrics: list[str] | None = None,
+             with_griffin_lim: bool = True, save_audio: str | Path | None = None, command: str | None = None,
+             log: Callable[[str], None] | None = print, precision: str = "auto") -> dict[str, Any]:
+    """Run the evaluation and return the results (``meta``, ``rows``, ``summary``) as plain data.
+
+    Everything that can be checked (metric names and packages, checkpoints, step counts, the test
+    set) is checked before the first utterance is vocoded.
+    """
+    log = log or (lambda s: None)
+    steps = steps or [6]
+    groups = list(metrics) if metrics is not None else list(M.ALL_METRICS)
+    _check_metric_packages(groups)
+    if limit is not None and limit < 1:
+        raise DiffvocError(f"--limit must be at least 1, got {limit}")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise DiffvocError("--device cuda asked for, but CUDA is not available")
+    cks = [load_checkpoint(c) for c in checkpoints]
+    labels = _unique([checkpoint_label(c) for c in checkpoints])
+    modes = {(i, s): step_mode(ck, s, labels[i]) for i, ck in enumerate(cks) for s in steps}
+    for ck, lab in zip(cks, labels):
+        if ck.config.model.conditioning != "mel":
+            raise DiffvocError(f"{lab}: this model is not mel-conditioned; it cannot do copy-synthesis")
+    items, split, described = list_test_items(data, split)
+    items = items[:limit] if limit else items
+    data_dir = Path(data) if (Path(data) / DATASET).is_file() else None
+    save_root = Path(save_audio).resolve() if save_audio is not None else None
+    if save_root is not None:
+        try:
+            save_root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise DiffvocError(f"cannot create the audio folder {save_root}: {e.strerror}") from None
+        if not os.access(save_root, os.W_OK):
+            raise DiffvocError(f"cannot write into the audio folder {save_root}")
+
+    # Checkpoints that share an audio config share the references and the context systems.
+    by_audio: dict[str, list[int]] = {}
+    for i, ck in enumerate(cks):
+        by_audio.setdefault(ck.config.audio.feature_key(), []).append(i)
+    several = len(by_audio) > 1
+    rows: list[dict[str, Any]] = []
+    systems: list[dict[str, Any]] = []
+    memory = PeakMemory(dev)
+
+    def add_system(label: str, kind: str, key: str, **extra: Any) -> dict[str, Any]:
+        sysinfo = {"system": label, "kind": kind, "audio_key": key, "folder": safe_name(label), **extra}
+        systems.append(sysinfo)
+        return sysinfo
+
+    for key, members in by_audio.items():
+        cfg = cks[members[0]].config.audio
+        sr = cfg.sample_rate
+        utts = load_utterances(items, cfg, data_dir)
+        mel_fn = _mel_fn(cfg)
+        suffix = f"-{key}" if several else ""
+        u0 = utts[0]
+        warm = Utterance(u0.id, u0.path, u0.audio[: 32 * cfg.hop_length], u0.mel[:, :32])
+
+        ref = add_system(f"reference{suffix}", "reference", key)
+        with _audio_sink(save_root, ref["folder"]) as sink:
+            for u in utts:
+                vals = {f"dnsmos_{k}": v for k, v in M.dnsmos(u.audio, sr).items()} if "dnsmos" in groups else {}
+                rows.append(_row(ref, u, sr, vals, [], None))
+                if sink is not None:
+                    atomic_write_wav(sink / f"{safe_name(u.id)}.wav", u.audio, sr)
+        log(f"{ref['system']}: {len(utts)} utterances from {described}")
+
+        if with_griffin_lim:
+            gl = add_system(f"griffin-lim{suffix}", "griffin-lim", key, iterations=GRIFFIN_LIM_ITERS)
+            _run_system(gl, utts, sr, lambda u: griffin_lim(u.mel, cfg, len(u.audio), seed),
+                        torch.device("cpu"), PeakMemory(torch.device("cpu")), mel_fn, groups, rows, save_root, log,
+                        warm)
+
+        for i in members:
+            from diffvoc.inference.vocoder import Vocoder
+
+            vocoder = Vocoder.from_checkpoint(cks[i], dev, precision=precision)
+            for s in steps:
+                full = modes[(i, s)]
+                model = add_system(f"{labels[i]}@{s}", "model", key, checkpoint=labels[i], steps=s, full=full,
+                                   precision=vocoder.precision)
+
+                def synth(u: Utterance, s: int = s, full: bool = full) -> np.ndarray:
+                    return vocoder.vocode(u.mel, steps=None if full else s, full=full, seed=seed)[: len(u.audio)]
+
+                _run_system(model, utts, sr, synth, dev, memory, mel_fn, groups, rows, save_root, log, warm)
+
+    return {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "meta": _meta(cks, checkpoints, labels, steps, dev, groups, described, split, items, seed,
+                      save_root, command, memory, with_griffin_lim),
+        "systems": systems,
+        "rows": rows,
+        "summary": summarise(systems, rows, metric_keys(groups)),
+    }
+
+
+def _mel_fn(cfg: AudioConfig) -> Callable[[np.ndarray], np.ndarray]:
+    def mel(audio: np.ndarray) -> np.ndarray:
+        return compute_mel(audio, cfg)
+
+    return mel
+
+
+def _row(sysinfo: dict[str, Any], u: Utterance, sr: int, values: dict[str, float], notes: list[str],
+         rtf: float | None) -> dict[str, Any]:
+    row = {"system": sysinfo["system"], "id": u.id, "seconds": round(u.seconds(sr), 4), "rtf": rtf,
+           "metrics": values}
+    if notes:
+        row["notes"] = notes
+    return row
+
+
+def _run_system(sysinfo: dict[str, Any], utts: list[Utterance], sr: int, synth: Callable[[Utterance], np.ndarray],
+                dev: torch.device, memory: PeakMemory, mel_fn: Callable[[np.ndarray], Any], groups: list[str],
+                rows: list[dict[str, Any]], save_root: Path | None, log: Callable[[str], None],
+                warmup: Utterance | None) -> None:
+    """Synthesise, time and score every utterance with one system; store its wavs if asked."""
+    if warmup is not None:  # first-call costs (imports, allocations, kernel selection) are not timed
+        synth(warmup)
+    rtfs, peak = [], 0.0
+    with _audio_sink(save_root, sysinfo["folder"]) as sink:
+        for u in utts:
+            memory.start()  # the peak is taken over synthesis only, not over the scoring
+            wav, secs = _timed(lambda: synth(u), dev)
+            peak = max(peak, memory.peak_mib())
+            if not np.all(np.isfinite(wav)):
+                raise DiffvocError(f"{sysinfo['system']}: non-finite samples in the output for {u.id}")
+            rtf = secs / max(u.seconds(sr), 1e-9)
+            rtfs.append(rtf)
+            values, notes = score(u.audio, wav, sr, mel_fn, groups)
+            rows.append(_row(sysinfo, u, sr, values, notes, rtf))
+            if sink is not None:
+                atomic_write_wav(sink / f"{safe_name(u.id)}.wav", wav, sr)
+    sysinfo["peak_memory_mb"] = round(peak, 1)
+    sysinfo["peak_memory_kind"] = memory.kind
+    sysinfo["device"] = str(dev)
+    log(f"{sysinfo['system']}: {len(utts)} utterances, mean RTF {np.mean(rtfs) if rtfs else math.nan:.4f}, "
+        f"peak memory {sysinfo['peak_memory_mb']:.0f} MiB")
+
+
+def summarise(systems: list[dict[str, Any]], rows: list[dict[str, Any]], keys: list[str]) -> list[dict[str, Any]]:
+    """Per system: mean and 95% CI half width of every metric and of the RTF, plus peak memory."""
+    out = []
+    for s in systems:
+        mine = [r for r in rows if r["system"] == s["system"]]
+        entry = {k: v for k, v in s.items() if k != "folder"}
+        entry["n"] = len(mine)
+        entry["metrics"] = {}
+        for k in keys:
+            vals = [r["metrics"][k] for r in mine if k in r["metrics"]]
+            if vals:
+                entry["metrics"][k] = _stat(vals)
+        rtfs = [r["rtf"] for r in mine if r["rtf"] is not None]
+        entry["rtf"] = _stat(rtfs) if rtfs else None
+        out.append(entry)
+    return out
+
+
+def _stat(values: list[float]) -> dict[str, Any]:
+    mean, ci = M.mean_ci95(values)
+    return {"mean": mean, "ci95": ci, "n": int(np.isfinite(np.asarray(values, np.float64)).sum())}
+
+
+def _meta(cks: list[Checkpoint], given: list[str], labels: list[str], steps: list[int], dev: torch.device,
+          groups: list[str], described: str, split: str | None, items: list[dict[str, str]], seed: int,
+          save_root: Path | None, command: str | None, memory: PeakMemory, with_gl: bool) -> dict[str, Any]:
+    from diffvoc import __version__
+
+    audio_configs = {ck.config.audio.feature_key(): asdict(ck.config.audio) for ck in cks}
+    srs = sorted({ck.config.audio.sample_rate for ck in cks})
+    return {
+        "created": datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds"),
+        "command": command,
+        "diffvoc_version": __version__, "torch_version": torch.__version__, "python": sys.version.split()[0],
+        "device": str(dev),
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_name(),
+        "threads": torch.get_num_threads(),
+        "checkpoints": [{"label": lab, "path": str(Path(g).resolve()),
+                         "resolved": str(Path(ck.path).resolve()) if ck.path is not None else None,
+                         "config": config_summary(ck)}
+                        for g, lab, ck in zip(given, labels, cks)],
+        "audio_configs": audio_configs,
+        "steps": steps, "seed": seed, "metrics": groups, "griffin_lim": with_gl,
+        "data": described, "split": split, "utterances": [it["id"] for it in items],
+        "save_audio": str(save_root) if save_root is not None else None,
+        "timing": "each utterance vocoded alone (batch 1) after one untimed warm-up per system; "
+                  "RTF = compute seconds / audio seconds",
+        "peak_memory": memory.kind,
+        "metric_settings": {str(sr): M.metric_settings(sr, mel_fn_given=True) for sr in srs},
+    }
+
+
+# ---------------------------------------------------------------------------------------------------
+# Output
+# ---------------------------------------------------------------------------------------------------
+
+
+def fmt_stat(stat: dict[str, Any] | None) -> str:
+    """``mean ± ci`` with four significant digits, ``–`` when there is no value."""
+    if not stat or stat.get("mean") is None or not math.isfinite(stat["mean"]):
+        return "–"
+    ci = stat.get("ci95")
+    if ci is None or not math.isfinite(ci):
+        return f"{stat['mean']:.4g}"
+    return f"{stat['mean']:.4g} ± {ci:.2g}"
+
+
+def arrow(key: str) -> str:
+    """``↓`` when a smaller value is better, else ``↑``."""
+    return "↓" if key in LOWER_IS_BETTER else "↑"
+
+
+def table_columns(results: dict[str, Any]) -> list[str]:
+    """Metric keys that have a value for at least one system, in report order."""
+    present = {k for s in results["summary"] for k in s["metrics"]}
+    return [k for k in DISPLAY_NAMES if k in present]
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """The summary as a Markdown table (mean ± 95% CI half width; arrows say which way is better)."""
+    cols = table_columns(results)
+    head = ["system", "n", f"RTF {arrow('rtf')}", f"peak MiB {arrow('peak_memory_mb')}"]
+    head += [f"{DISPLAY_NAMES[k]} {arrow(k)}" for k in cols]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for s in results["summary"]:
+        mem = s.get("peak_memory_mb")
+        cells = [s["system"], str(s["n"]), fmt_stat(s.get("rtf")), "–" if mem is None else f"{mem:.0f}"]
+        cells += [fmt_stat(s["metrics"].get(k)) for k in cols]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def format_markdown(results: dict[str, Any]) -> str:
+    """The whole ``results.md``: a heading, the table and how it was measured."""
+    m = results["meta"]
+    ck = ", ".join(f"{c['label']} ({c['resolved'] or c['path']})" for c in m["checkpoints"])
+    return "\n".join([
+        "# diffvoc evaluation", "",
+        f"{m['created']} · {len(m['utterances'])} utterances of {m['data']} · steps {','.join(map(str, m['steps']))}"
+        f" · seed {m['seed']}", "",
+        format_table(results), "",
+        f"Mean ± 95% CI half width over utterances (Student t). Checkpoints: {ck}.",
+        f"Device {m['device']} ({m['device_name']}), {m['threads']} threads, torch {m['torch_version']}, "
+        f"diffvoc {m['diffvoc_version']}. {m['timing']}.",
+        f"Peak memory: {m['peak_memory']}. Log-mel L1 is on each model's own mel. The reference row "
+        "has DNSMOS only; griffin-lim inverts the same mel (32 iterations).",
+        "", f"Command: `{m['command']}`" if m.get("command") else "", "",
+    ])
+
+
+def write_results(results: dict[str, Any], output: str | Path) -> Path:
+    """Write ``output`` (JSON) and the Markdown table beside it (same name, ``.md``); return the .md path."""
+    output = Path(output)
+    md = output.with_suffix(".md")
+    results = dict(results, meta=dict(results["meta"]))
+    if results["meta"].get("save_audio"):  # lets a report find the audio when both folders move together
+        parent = output.resolve().parent
+        results["meta"]["save_audio_relative"] = os.path.relpath(results["meta"]["save_audio"], parent)
+    atomic_write_text(output, json.dumps(plain(results, nan_as_none=True), indent=1, allow_nan=False) + "\n")
+    atomic_write_text(md, format_markdown(results))
+    return md
+
+
+def _check_output(output: Path) -> None:
+    if output.suffix.lower() == ".md":
+        raise DiffvocError(f"{output}: give the JSON name (the Markdown table is written beside it as .md)")
+    if output.is_dir():
+        raise DiffvocError(f"{output} is a folder; give a file name such as results.json")
+    parent = output.parent if str(output.parent) else Path(".")
+    if not parent.is_dir():
+        raise DiffvocError(f"cannot write {output}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise DiffvocError(f"cannot write {output}: folder {parent} is not writable")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------------
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The ``diffvoc evaluate`` command that reproduces this run, with every option spelled out."""
+    argv = ["diffvoc", "evaluate"]
+    for ck in args.checkpoint:
+        argv += ["--checkpoint", str(ck)]
+    argv += ["--data", str(args.data), "--steps", str(args.steps), "--seed", str(args.seed), "--device", args.device,
+             "--metrics", str(args.metrics)]
+    for flag, value in (("--split", args.split), ("--limit", args.limit), ("--threads", args.threads),
+                        ("--precision", getattr(args, "precision", None)),
+                        ("--save-audio", args.save_audio)):
+        if value is not None:
+            argv += [flag, str(value)]
+    for flag, on in (("--no-griffin-lim", args.no_griffin_lim), ("--no-audio", getattr(args, "no_audio", False))):
+        if on:
+            argv.append(flag)
+    return shlex.join([*argv, "-o", str(args.output)])
+
+
+def default_audio_dir(output: str | Path) -> Path:
+    """Where ``diffvoc evaluate -o results.json`` keeps its audio by default: ``results_audio/`` beside it."""
+    output = Path(output)
+    return output.with_name(f"{output.stem}_audio")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """``diffvoc evaluate``: run, write results JSON + Markdown, print the table."""
+    output = Path(args.output)
+    _check_output(output)
+    steps = parse_steps(args.steps)
+    groups = parse_metrics(args.metrics)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    command = command_line(args)
+    audio = None if args.no_audio else (args.save_audio or default_audio_dir(output))
+    results = evaluate(args.checkpoint, args.data, split=args.split, steps=steps, limit=args.limit, seed=args.seed,
+                       device=args.device, metrics=groups, with_griffin_lim=not args.no_griffin_lim,
+                       save_audio=audio, command=command, precision=args.precision)
+    md = write_results(results, output)
+    print()
+    print(format_table(results))
+    print(f"\nwrote {output} and {md}" + (f"; audio in {audio}" if audio else ""))
+    return 0
+
+
+def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``evaluate`` to a ``diffvoc`` sub-command table; the handler is ``args.func(args) -> int``."""
+    p = subparsers.add_parser("evaluate", help="copy-synthesis of a test set, scored with objective metrics",
+                              description=__doc__.split("\n\n")[0].replace("``", ""))
+    p.add_argument("--checkpoint", action="append", required=True, metavar="CKPT",
+                   help="run dir, checkpoint dir or lmnt weights.pt (repeat to compare several)")
+    p.add_argument("--data", required=True, metavar="TEST",
+                   help="a `diffvoc preprocess` folder (uses its --split) or an audio folder / LJSpeech / file list")
+    p.add_argument("--split", default=None, help="split of a preprocessed folder (default test)")
+    p.add_argument("--steps", default="6", help="comma-separated step counts; the training T means full "
+                   "sampling (default 6)")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N utterances")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="network precision (default auto: bf16 on CPUs with AMX/AVX512-BF16 and on GPUs, else fp32); "
+                        "recorded per system in the results")
+    p.add_argument("--metrics", default=",".join(M.ALL_METRICS),
+                   help=f"comma-separated metric groups (default all: {','.join(M.ALL_METRICS)})")
+    p.add_argument("--no-griffin-lim", action="store_true", help="skip the Griffin-Lim context row")
+    audio = p.add_mutually_exclusive_group()
+    audio.add_argument("--save-audio", metavar="DIR", help="write the audio to DIR/<system>/<id>.wav, for "
+                       "`diffvoc report` (default: RESULTS_audio/ beside the results JSON)")
+    audio.add_argument("--no-audio", action="store_true", help="do not keep the vocoded audio")
+    p.add_argument("-o", "--output", required=True, help="results JSON (a .md table is written beside it)")
+    p.set_defaults(func=cmd_evaluate)
+    return p

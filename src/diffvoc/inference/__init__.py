@@ -1,0 +1,1 @@
+"""Inference: :class:`Vocoder`, the fast engine, class-conditional generation, ONNX export."""

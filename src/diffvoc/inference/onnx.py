@@ -1,0 +1,156 @@
+"""ONNX export of a mel vocoder, and an onnxruntime inference path that reuses diffvoc's sampler.
+
+``diffvoc export --checkpoint CKPT -o model.onnx`` writes two graphs:
+
+* ``model.onnx`` — the denoiser ε_θ(x_t, t, c): inputs ``audio`` [B, T] float32, ``diffusion_step``
+  [B] float32 (fractional steps allowed), ``conditioner`` [B, C_cond, T] (the upsampled mel);
+  output ``eps`` [B, 1, T];
+* ``model.conditioner.onnx`` — the conditioner: ``mel`` [B, n_mels(+1), frames] → ``conditioner``.
+
+Beside them, ``model.yaml`` (the full config) and ``model.stats.yaml`` (the prior's statistics),
+so that :class:`OnnxVocoder` samples exactly as :class:`~diffvoc.inference.vocoder.Vocoder` does; the
+prior, the schedules and the sampler stay in Python (they are a few elementwise operations).
+"""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from diffvoc.checkpoint import load_checkpoint
+from diffvoc.build import build, build_sampler
+from diffvoc.config import Config
+from diffvoc.errors import DiffvocError
+from diffvoc.io import atomic_path, atomic_write_text
+from diffvoc.diffusion.noise import NoiseSource, PositionalNoise
+from diffvoc.inference.vocoder import Vocoder
+
+OPSET = 17
+
+
+class _Denoiser(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, audio: torch.Tensor, diffusion_step: torch.Tensor, conditioner: torch.Tensor) -> torch.Tensor:
+        return self.model.denoise(audio, diffusion_step, conditioner)
+
+
+class _Conditioner(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        return self.model.condition(mel)
+
+
+def _paths(output: str | Path) -> dict[str, Path]:
+    out = Path(output)
+    if out.suffix != ".onnx":
+        raise DiffvocError(f"the output must end in .onnx, got {out}")
+    stem = out.with_suffix("")
+    return {"denoiser": out, "conditioner": Path(f"{stem}.conditioner.onnx"), "config": Path(f"{stem}.yaml"),
+            "stats": Path(f"{stem}.stats.yaml")}
+
+
+def export_onnx(vocoder: Vocoder, output: str | Path) -> dict[str, Path]:
+    """Export ``vocoder``'s denoiser and conditioner to ONNX (each file written atomically)."""
+    if vocoder.config.model.conditioning != "mel":
+        raise DiffvocError("ONNX export supports mel-conditioned models")
+    if vocoder.config.truncation.enabled:
+        raise DiffvocError("ONNX export does not cover truncated (TDPM) models yet: their implicit prior is not exported")
+    paths = _paths(output)
+    model = vocoder.model.float().cpu().eval()
+    cfg = vocoder.config
+    frames, hop = 8, cfg.audio.hop_length
+    mel = torch.randn(1, model.cond_channels, frames)
+    with torch.no_grad():
+        cond = model.condition(mel)
+    x = torch.randn(1, frames * hop)
+    t = torch.tensor([1.5])
+    with warnings.catch_warnings(), atomic_path(paths["denoiser"]) as tmp:
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter handles this graph fully
+        torch.onnx.export(_Denoiser(model), (x, t, cond), str(tmp), dynamo=False, opset_version=OPSET,
+                          input_names=["audio", "diffusion_step", "conditioner"], output_names=["eps"],
+                          dynamic_axes={"audio": {0: "batch", 1: "samples"}, "diffusion_step": {0: "batch"},
+                                        "conditioner": {0: "batch", 2: "samples"}, "eps": {0: "batch", 2: "samples"}})
+    with warnings.catch_warnings(), atomic_path(paths["conditioner"]) as tmp:
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(_Conditioner(model), (mel,), str(tmp), dynamo=False, opset_version=OPSET,
+                          input_names=["mel"], output_names=["conditioner"],
+                          dynamic_axes={"mel": {0: "batch", 2: "frames"}, "conditioner": {0: "batch", 2: "samples"}})
+    atomic_write_text(paths["config"], cfg.to_yaml())
+    atomic_write_text(paths["stats"], yaml.safe_dump(vocoder.stats, sort_keys=True))
+    return paths
+
+
+class OnnxVocoder:
+    """Sampling with onnxruntime sessions for the network; same prior, schedules and noise as
+    :class:`~diffvoc.inference.vocoder.Vocoder` (so outputs agree with PyTorch to float tolerance)."""
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise DiffvocError("onnxruntime is not installed: pip install 'diffvoc[onnx]'") from None
+        paths = _paths(path)
+        for p in paths.values():
+            if not p.is_file():
+                raise DiffvocError(f"missing {p} (written by `diffvoc export`)")
+        self.config = Config.load(paths["config"])
+        self.stats = yaml.safe_load(paths["stats"].read_text()) or {}
+        _, self.schedule, self.prior = build(self.config, self.stats)
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        self.denoiser = ort.InferenceSession(str(paths["denoiser"]), opts, providers=["CPUExecutionProvider"])
+        self.conditioner = ort.InferenceSession(str(paths["conditioner"]), opts, providers=["CPUExecutionProvider"])
+
+    def vocode(self, mel: np.ndarray, steps: int | None = 6, schedule: list[float] | None = None, full: bool = False,
+               seed: int = 0, noise: NoiseSource | None = None) -> np.ndarray:
+        """Mel ``[n_mels, frames]`` or ``[B, n_mels, frames]`` → waveform (one pass, no chunking)."""
+        from diffvoc.audio import check_mel
+
+        check_mel(mel, self.config.audio.n_mels)
+        m = torch.as_tensor(np.asarray(mel, dtype=np.float32))
+        single = m.dim() == 2
+        m = m.unsqueeze(0) if single else m
+        sampler = build_sampler(self.config, steps, schedule, full)
+        mel_in = self.prior.conditioner(m).numpy()
+        cond = self.conditioner.run(None, {"mel": mel_in})[0]
+        B, length = m.shape[0], m.shape[-1] * self.config.audio.hop_length
+        std = self.prior.std(m, length)
+
+        def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            feeds = {"audio": x.numpy().astype(np.float32), "diffusion_step": t.float().numpy().reshape(-1),
+                     "conditioner": cond}
+            if feeds["diffusion_step"].shape[0] != B:
+                feeds["diffusion_step"] = np.broadcast_to(feeds["diffusion_step"], (B,)).copy()
+            return torch.from_numpy(self.denoiser.run(None, feeds)[0])
+
+        out = sampler.sample(denoise, std, B, length, noise or PositionalNoise(seed))
+        out = out.numpy()
+        return out[0] if single else out
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    vocoder = Vocoder.from_checkpoint(load_checkpoint(args.checkpoint))
+    paths = export_onnx(vocoder, args.output)
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("export", help="export the denoiser and conditioner to ONNX")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("-o", "--output", required=True, help="model.onnx (the conditioner goes beside it)")
+    p.set_defaults(func=cmd_export)
+    return p

@@ -1,0 +1,1 @@
+"""Networks: the DiffWave denoiser ε_θ and TDPM's mel discriminator."""

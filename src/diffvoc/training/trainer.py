@@ -1,0 +1,640 @@
+"""The training loop: Adam, mixed precision, EMA, validation, TensorBoard, checkpoints, DDP.
+
+Multi-GPU (or multi-process CPU) training is PyTorch DDP under ``torchrun``: every process reads
+RANK/WORLD_SIZE/LOCAL_RANK from the environment; ``train.batch_size`` is the global batch.
+Each step's batch and diffusion noise are pure functions of (seed, step, rank), so ``--resume``
+continues exactly where the run stopped.
+
+InferGrad (``infer.enabled``, :mod:`diffvoc.diffusion.infergrad`): each step also runs the K-step reverse
+process from the prior's noise with gradients and adds ``infer.weight`` · L_infer(x̂_0, x_0) to
+the diffusion loss; its schedule (general mode) and noise are pure functions of (seed, step, rank)
+too. Fine-tuning from a trained model (``--init-from``) is the intended use.
+
+Engines (``train.engine``): ``fast`` (the default on CPU) runs the diffusion loss through
+:class:`~diffvoc.training.engine.FastTrainNetwork` — the same function and parameters, time-major
+stacked-tap matmuls with a hand-written backward, bf16 operands with fp32 master weights where the
+CPU has AVX512-BF16/AMX — one item per forward/backward pass with the gradients accumulated, so the
+optimiser still sees the whole batch (the reference engine can accumulate too: ``train.micro_batch``). The infer loss, the TDPM GAN
+phases and validation use the reference network (the log says so). ``reference`` (the default on
+CUDA) is the plain module under autocast. On CUDA the loop never waits on the GPU between logging
+steps: loss, gradient norm and finiteness are read every ``train.log_every`` steps.
+
+Truncated diffusion (``truncation.enabled``, :mod:`diffvoc.diffusion.truncation`): the diffusion loss is drawn
+only from t ≤ T_trunc, and from ``truncation.gan_start_step`` on every step also runs one
+discriminator phase and one generator phase of :class:`~diffvoc.diffusion.truncation.TruncatedGAN` (their
+own Adam optimisers); the infer loss, if on, then runs through G and the truncated chain.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import resource
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from diffvoc.audio import MelSpectrogram
+from diffvoc.checkpoint import load_checkpoint, save_checkpoint, write_latest
+from diffvoc.build import build, build_sampler
+from diffvoc.config import Config
+from diffvoc.data.dataset import CropDataset, ensure_features, item_labels, load_clips, load_stats
+from diffvoc.errors import DiffvocError, TrainingError
+from diffvoc.diffusion.infergrad import InferLoss, InferLossTerms, infer_noise_generator, infer_schedule, unrolled_sample
+from diffvoc.diffusion.loss import DiffusionLoss
+from diffvoc.diffusion.spectral import log_mel_l1
+from diffvoc.diffusion.spectral import MultiResolutionSTFTLoss
+from diffvoc.diffusion.sampler import DiffusionSampler
+from diffvoc.diffusion.noise import PositionalNoise
+from diffvoc.training.engine import FastTrainNetwork, micro_batches
+from diffvoc.diffusion.truncation import TruncatedGAN, truncated_betas
+from diffvoc.build import load_weights
+
+
+def _dist_env() -> tuple[int, int, int]:
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+
+
+def resolve_engine(engine: str, precision: str, device: torch.device) -> tuple[str, str]:
+    """``train.engine`` and ``train.precision`` → (engine, precision) for this device.
+
+    auto engine: ``fast`` on CPU, ``reference`` on CUDA. auto precision: bf16 on CUDA (where
+    supported) and on CPUs with AVX512-BF16 or AMX, fp32 elsewhere.
+    """
+    from diffvoc.precision import cpu_supports_bf16
+
+    if engine == "auto":
+        engine = "fast" if device.type == "cpu" else "reference"
+    if precision == "auto":
+        if device.type == "cuda":
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        else:
+            precision = "bf16" if cpu_supports_bf16() else "fp32"
+    if engine == "fast" and precision == "fp16":
+        raise DiffvocError("train.precision fp16 needs train.engine reference (the fast engine runs fp32 or bf16)")
+    return engine, precision
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class Trainer:
+    """Train a diffusion vocoder described by a :class:`Config` into ``run_dir``.
+
+    Args:
+        config: the full configuration (ignored on ``resume``: the run's saved config is used,
+            with ``overrides`` applied to it).
+        run_dir: where checkpoints (``ckpt-<step>/``), ``latest`` and TensorBoard logs go.
+        resume: continue from ``run_dir/latest``.
+        init_from: start from another checkpoint's EMA weights (fine-tuning) with a fresh optimizer.
+        device: ``cpu`` / ``cuda`` / ``None`` (CUDA when available).
+    """
+
+    def __init__(self, config: Config, run_dir: str | Path, resume: bool = False, init_from: str | Path | None = None,
+                 device: str | None = None, overrides: list[str] | None = None, progress: bool = True) -> None:
+        self.run_dir = Path(run_dir)
+        self.rank, self.world, self.local_rank = _dist_env()
+        resumed = None
+        if resume:
+            if not (self.run_dir / "latest").is_file():
+                raise DiffvocError(f"--resume: {self.run_dir} has no checkpoint to resume from")
+            resumed = load_checkpoint(self.run_dir, with_train_state=True)
+            if resumed.train_state is None or resumed.raw_weights is None:
+                raise DiffvocError(f"{resumed.path} holds no training state to resume from")
+            config = resumed.config.with_overrides(overrides or [])
+        self.cfg = config
+        tc = config.train
+        if tc.batch_size % self.world:
+            raise DiffvocError(f"train.batch_size {tc.batch_size} is not divisible by the {self.world} processes")
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cuda":
+            if not torch.cuda.is_available():
+                raise DiffvocError("--device cuda asked for, but CUDA is not available")
+            torch.cuda.set_device(self.local_rank)
+            self.device = torch.device("cuda", self.local_rank)
+        else:
+            self.device = torch.device("cpu")
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        self.progress = progress and self.rank == 0
+
+        data_dir = config.data.path
+        if self.rank == 0:
+            ensure_features(data_dir, config.audio)
+        self._barrier()
+        self.stats = resumed.stats if resumed else load_stats(data_dir, config.audio)
+        torch.manual_seed(tc.seed)
+        model, self.schedule, self.prior = build(config, self.stats)
+        self.model = model.to(self.device)
+        self.loss_fn = DiffusionLoss(self.schedule, config.diffusion.loss)
+        self.tdpm = (TruncatedGAN(config, self.model, self.schedule, self.prior.extra_channels, self.device, self.world)
+                     if config.truncation.enabled else None)
+        self.max_t = self.tdpm.k if self.tdpm is not None else None  # diffusion loss on t <= T_trunc only
+        groups: list[dict[str, Any]] = [{"params": list(self.model.parameters())}]
+        if self.tdpm is not None and config.infer.enabled and not self.tdpm.generator.shared:
+            # the infer loss also trains the separate generator (through x_{T_trunc} = G(z, mel))
+            groups.append({"params": list(self.tdpm.generator.parameters()), "lr": config.truncation.generator_lr})
+        fused = {"fused": True} if self.device.type == "cuda" else {"foreach": True}
+        self.optimizer = torch.optim.Adam(groups, lr=tc.learning_rate, betas=tuple(tc.adam_betas), **fused)
+        self.engine, self.precision = resolve_engine(tc.engine, tc.precision, self.device)
+        self.micro_batch = 1 if self.engine == "fast" else tc.micro_batch  # the fast engine: always one item
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        self.net: torch.nn.Module = (FastTrainNetwork(self.model, torch.bfloat16 if self.precision == "bf16" else torch.float32)
+                                     if self.engine == "fast" else self.model)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        self.step = 0
+        if resumed is not None:
+            load_weights(self.model, resumed.raw_weights, str(resumed.path))
+            self.optimizer.load_state_dict(resumed.train_state["optimizer"])
+            self.step = int(resumed.train_state["step"])
+            if resumed.train_state.get("scaler"):
+                self.scaler.load_state_dict(resumed.train_state["scaler"])
+            self.ema = {k: v.to(self.device).float() for k, v in resumed.weights.items()}
+            if self.tdpm is not None:
+                self.tdpm.load(resumed.extras, resumed.train_state)
+        else:
+            if init_from is not None:
+                src = load_checkpoint(init_from)
+                load_weights(self.model, src.weights, str(src.path))
+            self.ema = {k: v.detach().clone().float() for k, v in self.model.state_dict().items()}
+        self.ddp = (DistributedDataParallel(self.net, device_ids=[self.local_rank] if self.device.type == "cuda" else None)
+                    if self.world > 1 else self.net)
+        self._compiled = False
+        if tc.compile:
+            self._compile_network()
+        self.data = CropDataset(data_dir, config.audio, config.data.crop_frames, tc.batch_size // self.world,
+                                seed=tc.seed, rank=self.rank)
+        self.valid = load_clips(data_dir, config.audio, "valid", config.data.valid_clips, config.data.valid_seconds) \
+            if self.rank == 0 else []
+        self.mel_fn = MelSpectrogram(config.audio).to(self.device)
+        self.mr_stft = MultiResolutionSTFTLoss().to(self.device)
+        self.infer_loss = InferLoss(config.infer).to(self.device) if config.infer.enabled else None
+        self._t0 = time.perf_counter()
+        self._ema_pairs: tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]] | None = None
+        self.writer = None
+        if self.rank == 0:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.run_dir / "logs"))
+            self.log(f"engine {self.engine}, precision {self.precision}, {self.micro_batch or tc.batch_size // self.world} "
+                     f"item(s) per forward/backward pass, device {self.device}")
+            if self.engine == "fast":
+                parts = [n for n, on in (("the infer loss", config.infer.enabled),
+                                         ("the TDPM GAN phases", config.truncation.enabled)) if on]
+                self.log("fast engine: the diffusion loss runs on diffvoc.training.engine; "
+                         + (" and ".join(parts) + " and " if parts else "") + "validation run on the reference network")
+
+    def log(self, msg: str) -> None:
+        """One line to stderr (rank 0), next to the progress bar if there is one."""
+        if self.rank != 0:
+            return
+        bar = getattr(self, "_bar", None)
+        if bar is not None:
+            bar.write(msg, file=sys.stderr)
+        else:
+            print(msg, file=sys.stderr, flush=True)
+
+    def _compile_network(self) -> None:
+        """``train.compile``: torch.compile the network; any failure falls back to eager, logged."""
+        t0 = time.perf_counter()
+        try:
+            compiled = torch.compile(self.ddp)
+        except Exception as e:  # noqa: BLE001 - any backend failure means eager
+            self.log(f"train.compile: torch.compile failed ({type(e).__name__}: {e}); running eager")
+            return
+        self._eager, self.ddp, self._compiled = self.ddp, compiled, True
+        self.log(f"train.compile: wrapped in {time.perf_counter() - t0:.1f} s (compiles on the first step)")
+
+    def _forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
+        if not self._compiled:
+            return self.ddp(x_t, t, **cond)
+        t0 = time.perf_counter()
+        try:
+            out = self.ddp(x_t, t, **cond)
+        except Exception as e:  # noqa: BLE001 - compilation errors surface on the first call
+            self.log(f"train.compile: compilation failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); running eager")
+            self.ddp, self._compiled = self._eager, False
+            return self.ddp(x_t, t, **cond)
+        if not getattr(self, "_compile_logged", False):
+            self._compile_logged = True
+            self.log(f"train.compile: first compiled forward took {time.perf_counter() - t0:.1f} s")
+        return out
+
+    def _agree(self, flag: bool) -> bool:
+        """All processes stop together: true if any rank says so."""
+        if self.world > 1 and dist.is_initialized():
+            t = torch.tensor([float(flag)], device=self.device)
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            return bool(t.item())
+        return flag
+
+    def _barrier(self) -> None:
+        if self.world > 1 and dist.is_initialized():
+            dist.barrier()
+
+    def _autocast(self):
+        if self.precision in ("bf16", "fp16"):
+            dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+            return torch.autocast(self.device.type, dtype=dtype)
+        return contextlib.nullcontext()
+
+    def _conditioning(self, mel: torch.Tensor, label: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """The network's conditioning inputs: the mel (through the prior), a class label, or nothing."""
+        kind = self.cfg.model.conditioning
+        if kind == "mel":
+            return {"mel": self.prior.conditioner(mel)}
+        if kind == "class":
+            if label is None or bool((label < 0).any()):
+                raise TrainingError("a class-conditional model needs labelled data (an SPLIT/CLASS/*.wav corpus)")
+            return {"label": label}
+        return {}
+
+    def train_step(self, audio: torch.Tensor, mel: torch.Tensor, label: torch.Tensor | None = None) -> dict[str, Any]:
+        """One optimisation step on a batch; returns the logged scalars (floats; 0-dim tensors on CUDA,
+        read them only when logging so the host never waits on the GPU)."""
+        audio, mel = audio.to(self.device, non_blocking=True), mel.to(self.device, non_blocking=True)
+        label = label.to(self.device) if label is not None else None
+        g = torch.Generator(device=self.device).manual_seed(self.cfg.train.seed * 1_000_003 + self.step * 97 + self.rank)
+        std = self.prior.std(mel, audio.shape[-1])
+        batch = self.loss_fn.q_sample(audio, std, generator=g, max_step=self.max_t)
+        cond = self._conditioning(mel, label)
+        self.optimizer.zero_grad(set_to_none=True)
+        logs: dict[str, Any] = {}
+        infer_total = None
+        if self._infer_now():
+            # the raw module, not the DDP wrapper; its gradients join the diffusion loss's before DDP's sync
+            with self._no_sync():
+                terms, k = self._infer_terms(audio, mel)
+                infer_total = self.cfg.infer.weight * terms.total  # L = L_diffusion + λ · L_infer
+                self.scaler.scale(infer_total).backward()
+            logs = {**terms.scalars(), "infer_steps": float(k)}
+        B = audio.shape[0]
+        if self.engine == "fast":  # one item at a time, then one backward (and DDP sync) through the prelude
+            pre = self._forward(batch.x_t, batch.t, {**cond, "prelude_only": True})
+            loss = self.net.accumulate(pre, lambda b, eps: self.loss_fn(eps.view(1, 1, -1), batch.items(slice(b, b + 1))) / B)
+            parts = []
+        else:
+            parts = micro_batches(B, self.micro_batch)
+            loss = torch.zeros((), device=self.device)
+        for j, sl in enumerate(parts):
+            with self._no_sync() if j + 1 < len(parts) else contextlib.nullcontext():
+                with self._autocast():
+                    eps = self._forward(batch.x_t[sl], batch.t[sl], {k: v[sl] for k, v in cond.items()})
+                part = self.loss_fn(eps, batch.items(sl)) * ((sl.stop - sl.start) / B)  # the batch mean, in pieces
+                self.scaler.scale(part).backward()
+            loss = loss + part.detach()
+        total = loss if infer_total is None else loss + infer_total.detach()
+        if infer_total is not None:
+            logs["diffusion_loss"] = loss
+        self.scaler.unscale_(self.optimizer)
+        clip = self.cfg.train.grad_clip
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip if clip else float("inf"))
+        if self.device.type != "cuda" or (self.step + 1) % self.cfg.train.log_every == 0:
+            self._check_finite(total, norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.tdpm is not None and self.tdpm.active(self.step):
+            logs.update(self.tdpm.step(self.model, audio, self.prior.conditioner(mel), std, g))
+        self.step += 1
+        self._update_ema()
+        out = {"loss": total, "grad_norm": norm, **logs}
+        if self.device.type != "cuda":
+            out = _floats(out)
+        return out
+
+    def _check_finite(self, total: torch.Tensor, norm: torch.Tensor) -> None:
+        if not torch.isfinite(total):
+            raise TrainingError(f"non-finite loss at step {self.step + 1} (precision {self.precision}, "
+                                f"lr {self.cfg.train.learning_rate}); lower the learning rate or use fp32")
+        if not torch.isfinite(norm) and self.precision != "fp16":
+            raise TrainingError(f"non-finite gradient norm at step {self.step + 1}; lower the learning rate or use fp32")
+
+    def _no_sync(self):
+        """DDP: accumulate this backward pass's gradients locally (the last micro-batch syncs)."""
+        ddp = self._eager if self._compiled else self.ddp
+        return ddp.no_sync() if isinstance(ddp, DistributedDataParallel) else contextlib.nullcontext()
+
+    def _infer_now(self) -> bool:
+        ic = self.cfg.infer
+        return (self.infer_loss is not None and self.step >= ic.start_step
+                and (self.step - ic.start_step) % ic.every == 0)
+
+    def _infer_terms(self, audio: torch.Tensor, mel: torch.Tensor) -> tuple[InferLossTerms, int]:
+        """InferGrad's term on the first ``infer.batch_items`` crops cut to ``infer.crop_frames``:
+        x̂_0 by the unrolled K-step reverse process (with gradients), then L_infer(x̂_0, x_0)."""
+        ic, hop = self.cfg.infer, self.cfg.audio.hop_length
+        frames = min(ic.crop_frames, mel.shape[-1])
+        items = min(ic.batch_items or audio.shape[0], audio.shape[0])
+        x0, m = audio[:items, : frames * hop], mel[:items, :, :frames]
+        betas = self._infer_betas()
+        g = infer_noise_generator(self.cfg.train.seed, self.step, self.rank, self.device)
+        # the raw module, not the DDP wrapper: its parameters' gradients are summed with the diffusion
+        # forward's in the same backward pass, so DDP's reducer still sees one gradient per parameter
+        with self._autocast():
+            x0_hat = unrolled_sample(self.model, self.prior, self.schedule, betas, m, x0.shape[-1], g,
+                                     checkpoint=ic.checkpoint, clamp=ic.clamp,
+                                     implicit=self.tdpm.generator if self.tdpm is not None else None)
+        return self.infer_loss(x0_hat.float(), x0.float()), len(betas)
+
+    def _infer_betas(self) -> list[float]:
+        """The infer loss's schedule: InferGrad's, or the truncated chain's K-step one."""
+        if self.tdpm is not None:
+            return truncated_betas(self.cfg, self.cfg.infer.steps)
+        return infer_schedule(self.cfg, self.step)
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        """EMA ← decay·EMA + (1 − decay)·θ, one foreach call over all float tensors."""
+        decay = min(self.cfg.train.ema_decay, (1 + self.step) / (10 + self.step))
+        if self._ema_pairs is None:
+            live = self.model.state_dict()  # tensors sharing the parameters' storage
+            fl = [k for k, v in live.items() if v.is_floating_point() and v.dtype == torch.float32]
+            other = [k for k in live if k not in fl]
+            self._ema_pairs = ([self.ema[k] for k in fl], [live[k] for k in fl],
+                               [self.ema[k] for k in other], [live[k] for k in other])
+        ema_f, live_f, ema_o, live_o = self._ema_pairs
+        torch._foreach_mul_(ema_f, decay)
+        torch._foreach_add_(ema_f, live_f, alpha=1 - decay)
+        for e, v in zip(ema_o, live_o):
+            e.copy_(v)
+        if self.tdpm is not None:
+            self.tdpm.update_ema(decay)
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Diffusion loss at fixed steps and noise, and the log-mel L1 of fast sampling (EMA weights)."""
+        if not self.valid:
+            return {}
+        with self._ema_weights():
+            out = self._validate_mel() if self.cfg.model.conditioning == "mel" else self._validate_generative()
+        if getattr(self, "_timing_only", False):
+            return out
+        with open(self.run_dir / "valid.jsonl", "a") as f:
+            f.write(json.dumps({"step": self.step, "time_s": round(time.perf_counter() - self._t0, 2), **out}) + "\n")
+        return out
+
+    @contextlib.contextmanager
+    def _ema_weights(self):
+        """Evaluate with the EMA weights; the raw weights and train mode come back afterwards."""
+        raw = {k: v.clone() for k, v in self.model.state_dict().items()}
+        self.model.load_state_dict(self.ema)
+        self.model.eval()
+        try:
+            with self.tdpm.ema_weights() if self.tdpm is not None else contextlib.nullcontext():
+                yield
+        finally:
+            self.model.load_state_dict(raw)
+            self.model.train()
+
+    def _valid_sampler(self) -> DiffusionSampler:
+        try:
+            return build_sampler(self.cfg, steps=self.cfg.train.valid_steps)
+        except DiffvocError:
+            return build_sampler(self.cfg, full=True)
+
+    def _fixed_step_losses(self, audio: torch.Tensor, std: torch.Tensor, cond: torch.Tensor | None,
+                           seed: int) -> list[float]:
+        """The diffusion loss of one clip at 5 evenly spaced steps, with fixed noise."""
+        g = torch.Generator(device=self.device).manual_seed(seed)
+        out = []
+        for t in np.linspace(0, (self.max_t or self.cfg.diffusion.steps) - 1, 5).round().astype(int):
+            batch = self.loss_fn.q_sample(audio, std, t=torch.tensor([t], device=self.device), generator=g)
+            out.append(self.loss_fn(self.model.denoise(batch.x_t, batch.t, cond), batch).item())
+        return out
+
+    def _validate_mel(self) -> dict[str, float]:
+        losses, l1s, mrs, samples = [], [], [], []
+        sampler = self._valid_sampler()
+        extra = self._infer_valid_samplers()
+        extra_vals: dict[str, list[float]] = {}
+        for i, (_, audio, mel) in enumerate(self.valid):
+            a = torch.from_numpy(audio).unsqueeze(0).to(self.device)
+            m = torch.from_numpy(mel).unsqueeze(0).to(self.device)
+            std = self.prior.std(m, a.shape[-1])
+            cond = self.model.condition(self.prior.conditioner(m))
+            losses += self._fixed_step_losses(a, std, cond, 1234 + i)
+            gen = (self.tdpm.generator.start_fn(self.model, cond, self.prior.conditioner(m), std)
+                   if self.tdpm is not None else None)
+            x = sampler.sample(lambda x, t: self.model.denoise(x, t, cond), std, 1, a.shape[-1],
+                               PositionalNoise(i), device=self.device, generate=gen)
+            l1s.append(log_mel_l1(self.mel_fn(x), m).item())
+            sc, mag = self.mr_stft(x.float(), a.float())
+            mrs.append((sc + mag).item())
+            samples.append(x[0].float().cpu())
+            for k, s in extra.items():
+                y = s.sample(lambda x, t: self.model.denoise(x, t, cond), std, 1, a.shape[-1],
+                             PositionalNoise(i), device=self.device, generate=gen)
+                sc, mag = self.mr_stft(y.float(), a.float())
+                extra_vals.setdefault(f"log_mel_l1_{k}steps", []).append(log_mel_l1(self.mel_fn(y), m).item())
+                extra_vals.setdefault(f"mr_stft_{k}steps", []).append((sc + mag).item())
+        if self.writer is not None:
+            for i, x in enumerate(samples[: self.cfg.train.audio_log_clips]):
+                self.writer.add_audio(f"valid/audio_{i}", x.clamp(-1, 1).unsqueeze(0), self.step, self.cfg.audio.sample_rate)
+                self.writer.add_image(f"valid/mel_{i}", _mel_image(self.mel_fn(x.to(self.device)).cpu()), self.step)
+                if self.step == self.cfg.train.valid_every or self.step == 0:
+                    _, ref, mel = self.valid[i]
+                    self.writer.add_audio(f"reference/audio_{i}", torch.from_numpy(ref).unsqueeze(0), 0,
+                                          self.cfg.audio.sample_rate)
+                    self.writer.add_image(f"reference/mel_{i}", _mel_image(torch.from_numpy(mel)), 0)
+        out = {"loss": float(np.mean(losses)), "log_mel_l1": float(np.mean(l1s)), "mr_stft": float(np.mean(mrs))}
+        out.update({k: float(np.mean(v)) for k, v in extra_vals.items()})
+        return out
+
+    def _infer_valid_samplers(self) -> dict[int, DiffusionSampler]:
+        """With the infer loss on: the few-step samplers it trains (step-specific: its schedule;
+        general: the stored schedule of each K in ``general_steps``), besides ``train.valid_steps``."""
+        ic = self.cfg.infer
+        if not ic.enabled:
+            return {}
+        if ic.mode == "step-specific":
+            betas = self._infer_betas()
+            if len(betas) == self.cfg.train.valid_steps and betas == self.cfg.diffusion.fast_schedules.get(len(betas)):
+                return {}
+            return {len(betas): DiffusionSampler.fast(self.schedule, betas, self.cfg.diffusion.clamp)}
+        return {k: build_sampler(self.cfg, steps=k) for k in ic.general_steps
+                if k in self.cfg.diffusion.fast_schedules and k != self.cfg.train.valid_steps}
+
+    def _validate_generative(self) -> dict[str, float]:
+        """Class-conditional / unconditional models: diffusion loss on held-out clips at fixed steps
+        and noise, and one generated clip per validation clip's label to TensorBoard."""
+        labels = item_labels(self.cfg.data.path, [c[0] for c in self.valid])
+        sampler = self._valid_sampler()
+        losses = []
+        for i, ((_, audio, _), lab) in enumerate(zip(self.valid, labels)):
+            a = torch.from_numpy(audio).unsqueeze(0).to(self.device)
+            label = torch.tensor([lab], device=self.device)
+            cond = self.model.condition(label=label) if self.cfg.model.conditioning == "class" else None
+            std = self.prior.std(None, a.shape[-1], batch=1, device=self.device)
+            losses += self._fixed_step_losses(a, std, cond, 1234 + i)
+            if self.writer is not None and i < self.cfg.train.audio_log_clips:
+                x = sampler.sample(lambda x, t: self.model.denoise(x, t, cond), std, 1, a.shape[-1],
+                                   PositionalNoise(i), device=self.device)
+                self.writer.add_audio(f"valid/generated_{i}", x[0].float().cpu().unsqueeze(0), self.step,
+                                      self.cfg.audio.sample_rate)
+        return {"loss": float(np.mean(losses))}
+
+    def save(self) -> Path:
+        """Write ``ckpt-<step>`` atomically, point ``latest`` at it and prune old checkpoints."""
+        name = f"ckpt-{self.step:08d}"
+        state = {"optimizer": self.optimizer.state_dict(), "step": self.step,
+                 "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {}}
+        extra = None
+        if self.tdpm is not None:
+            extra, gan_state = self.tdpm.state()
+            state.update(gan_state)
+        path = save_checkpoint(self.run_dir / name, self.cfg, self.stats, self.ema, self.model.state_dict(), state,
+                               extra_weights=extra)
+        write_latest(self.run_dir, name)
+        keep = self.cfg.train.keep_checkpoints
+        old = sorted(p for p in self.run_dir.glob("ckpt-*") if p.is_dir() and p.name != name)
+        for p in old[: max(0, len(old) - (keep - 1))]:
+            shutil.rmtree(p, ignore_errors=True)
+        return path
+
+    def train(self, max_steps: int | None = None, time_limit: float | None = None,
+              deadline: float | None = None) -> dict[str, Any]:
+        """Train until ``max_steps`` (default ``train.max_steps``), until ``time_limit`` seconds of
+        training have passed, or until the wall-clock ``deadline`` (``time.time()`` seconds) comes
+        near: then validate and save at once, so a fixed budget ends with a checkpoint. With a
+        deadline the loop stops early enough for the final validation and save to finish before it
+        (their cost is measured: a timed validation first, the save from the model's size).
+        Returns the last logged values."""
+        tc = self.cfg.train
+        total = max_steps or tc.max_steps
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.rank == 0:
+            self.cfg.save(self.run_dir / "config.yaml")
+        reserve = self._final_cost() if deadline is not None else 0.0
+        if deadline is not None and time.time() + reserve > deadline:
+            raise TrainingError(f"the deadline leaves {deadline - time.time():.0f} s, less than the "
+                                f"{reserve:.0f} s the final validation and save take")
+        loader = torch.utils.data.DataLoader(self.data, batch_size=None, sampler=range(self.step, total),
+                                             num_workers=self.cfg.data.num_workers,
+                                             pin_memory=self.device.type == "cuda",
+                                             persistent_workers=False)
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
+        self._bar = bar
+        self.model.train()
+        last: dict[str, Any] = {}
+        t0 = time.perf_counter()
+        first_step, line_t, line_step = self.step, t0, self.step
+        step_cost = 0.0
+        batch = tc.batch_size
+        for audio, mel, label in loader:
+            ts = time.perf_counter()
+            logs = self.train_step(audio, mel, label)
+            now = time.perf_counter()
+            step_cost = now - ts if step_cost == 0.0 else 0.9 * step_cost + 0.1 * (now - ts)
+            # several processes agree on stopping every `every` steps (one all-reduce), one process every step
+            every = 1 if self.world == 1 else 10
+            out_of_time = time_limit is not None and now - t0 > time_limit
+            if deadline is not None:
+                out_of_time = out_of_time or time.time() + (every + 0.5) * step_cost + reserve > deadline
+            out_of_time = self._agree(out_of_time) if self.step % every == 0 else False
+            final = self.step == total or out_of_time
+            log_now = self.step % tc.log_every == 0 or final
+            if log_now:
+                logs = _floats(logs)
+                last = dict(logs)
+            if self.rank == 0:
+                if log_now:
+                    sps = (self.step - first_step) / max(now - t0, 1e-9)
+                    for k, v in logs.items():
+                        self.writer.add_scalar(f"train/{k}", v, self.step)
+                    self.writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], self.step)
+                    self.writer.add_scalar("train/steps_per_s", sps, self.step)
+                    self.writer.add_scalar("train/samples_per_s", sps * batch, self.step)
+                if now - line_t >= 30.0 or final:
+                    rate = (self.step - line_step) / max(now - line_t, 1e-9)
+                    loss = f", loss {logs['loss']:.4f}" if log_now else ""
+                    self.log(f"step {self.step}/{total}: {rate:.3g} steps/s, {rate * batch:.3g} samples/s, "
+                             f"peak {_peak_memory_mb(self.device):.0f} MB{loss}")
+                    line_t, line_step = now, self.step
+                if tc.valid_every and (self.step % tc.valid_every == 0 or final):
+                    tv = time.perf_counter()
+                    val = self.validate()
+                    self._valid_cost = time.perf_counter() - tv
+                    for k, v in val.items():
+                        self.writer.add_scalar(f"valid/{k}", v, self.step)
+                    last.update({f"valid_{k}": v for k, v in val.items()})
+                if self.step % tc.save_every == 0 or final:
+                    tv = time.perf_counter()
+                    self.save()
+                    self._save_cost = time.perf_counter() - tv
+                if bar is not None:
+                    if log_now:
+                        bar.set_postfix(loss=f"{logs['loss']:.4f}")
+                    bar.update(1)
+            if deadline is not None:
+                reserve = self._final_cost(measure=False)
+            if self.step % tc.save_every == 0 or final:
+                self._barrier()
+            if out_of_time:
+                break
+        if bar is not None:
+            bar.close()
+        self._bar = None
+        if self.writer is not None:
+            self.writer.flush()
+        last["step"] = self.step
+        return last
+
+    def _final_cost(self, measure: bool = True) -> float:
+        """Seconds the final validation and save take (measured once; 25 % and 2 s of margin)."""
+        if getattr(self, "_valid_cost", None) is None:
+            self._valid_cost = 0.0
+            if measure and self.cfg.train.valid_every and self.rank == 0 and self.valid:
+                tv = time.perf_counter()
+                with _no_rows(self):
+                    self.validate()
+                self._valid_cost = time.perf_counter() - tv
+        if getattr(self, "_save_cost", None) is None:
+            n = sum(p.numel() for p in self.model.parameters())
+            self._save_cost = 1.0 + 4 * 4 * n / 50e6  # EMA, raw, two Adam moments at ≥ 50 MB/s
+        return 1.25 * (self._valid_cost + self._save_cost) + 2.0
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        if self.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _floats(logs: dict[str, Any]) -> dict[str, Any]:
+    """Logged scalars as Python floats (reads 0-dim tensors: a host sync on CUDA)."""
+    return {k: (float(v) if isinstance(v, torch.Tensor) else v) for k, v in logs.items()}
+
+
+@contextlib.contextmanager
+def _no_rows(trainer: "Trainer"):
+    """Run a validation for timing only: no ``valid.jsonl`` row, no TensorBoard scalars."""
+    writer, trainer.writer = trainer.writer, None
+    trainer._timing_only = True
+    try:
+        yield
+    finally:
+        trainer.writer, trainer._timing_only = writer, False
+
+
+def _mel_image(mel: torch.Tensor) -> torch.Tensor:
+    """A log-mel as a [1, H, W] image in [0, 1], low frequencies at the bottom."""
+    m = mel.float()
+    m = (m - m.min()) / (m.max() - m.min()).clamp(min=1e-8)
+    return m.flip(0).unsqueeze(0)
