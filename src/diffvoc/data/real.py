@@ -31,7 +31,6 @@ Everything is deterministic: the same packages and seed give byte-identical meta
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -60,7 +59,6 @@ __all__ = [
     "PACKAGES",
     "Analysis",
     "SourceClip",
-    "add_real_parsers",
     "analyse",
     "bandwidth_hz",
     "decode",
@@ -984,57 +982,3 @@ def make_mixed_corpus(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
-
-
-# ----------------------------------------------------------------------------- command line
-
-
-def _run_real(args: argparse.Namespace) -> int:
-    packages = [p.strip() for p in args.packages.split(",") if p.strip()] if args.packages else None
-    manifest = make_real_corpus(args.out, rate=args.rate, packages=packages, seed=args.seed, jobs=args.jobs,
-                                per_speaker=args.per_speaker, progress=not args.quiet)
-    t = manifest["totals"]
-    rejected = ", ".join(f"{n} {why}" for why, n in t["rejected"].items()) or "none"
-    print(f"wrote {t['minutes']:.1f} min of real speech ({t['kept']} of {t['recordings']} recordings, "
-          f"{t['speakers']} speakers; rejected: {rejected}) to {args.out} in {t['seconds_to_make']:.0f} s")
-    print("splits: " + ", ".join(f"{k} {v} ({t['split_minutes'][k]:.1f} min)" for k, v in t["splits"].items()))
-    return 0
-
-
-def _run_mixed(args: argparse.Namespace) -> int:
-    manifest = make_mixed_corpus(args.out, args.tts, args.real, parse_shares(args.share), seed=args.seed)
-    t = manifest["totals"]
-    by = ", ".join(f"{k} {v:.1f} min" for k, v in t["train_minutes_by_source"].items())
-    print(f"wrote {t['clips']} clips to {args.out}; training minutes: {by}")
-    print("splits: " + ", ".join(f"{k} {v}" for k, v in t["splits"].items()))
-    return 0
-
-
-def add_real_parsers(kinds: argparse._SubParsersAction, common) -> None:
-    """Add ``real`` and ``mixed`` to the ``diffvoc corpus`` sub-command table (``common`` adds OUT etc.)."""
-    real = kinds.add_parser(
-        "real",
-        help="real recorded speech from Debian packages (KLettres, Asterisk prompts), LJSpeech layout",
-        description="Real recordings from Debian packages (" + ", ".join(PACKAGES) + "), trimmed, "
-                    "filtered and resampled, with unseen-speaker test splits.",
-    )
-    common(real, 22050)
-    real.add_argument("--packages", default=None, metavar="P1,P2",
-                      help=f"comma-separated Debian packages (default all: {','.join(PACKAGES)})")
-    real.add_argument("--per-speaker", type=int, default=None, metavar="N",
-                      help="only the first N recordings of each speaker (a quick small corpus)")
-    real.set_defaults(func=_run_real)
-
-    mixed = kinds.add_parser(
-        "mixed",
-        help="a synthetic corpus plus a real one, each source's share configurable",
-        description="Join `diffvoc corpus speech` and `diffvoc corpus real` outputs, keeping both held-out splits.",
-    )
-    mixed.add_argument("out", help="output folder (new, empty or a previous mixed corpus)")
-    mixed.add_argument("--tts", required=True, metavar="DIR", help="a `diffvoc corpus speech` folder")
-    mixed.add_argument("--real", required=True, metavar="DIR", help="a `diffvoc corpus real` folder")
-    mixed.add_argument("--share", action="append", default=[], metavar="SOURCE=FRACTION",
-                       help="fraction of a source's training clips kept (SOURCE: tts, klettres, asterisk; "
-                            f"default 1, asterisk {BAND_LIMITED_DECISION['default_asterisk_share']:g}); repeatable")
-    mixed.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    mixed.set_defaults(func=_run_mixed)

@@ -19,7 +19,6 @@ output folder and renamed into place only when complete.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import os
@@ -47,7 +46,6 @@ __all__ = [
     "APT_INSTALL",
     "DIGIT_WORDS",
     "Voice",
-    "add_corpus_parser",
     "find_voices",
     "load_sentences",
     "make_digits_corpus",
@@ -891,95 +889,3 @@ def make_digits_corpus(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
-
-
-# --------------------------------------------------------------------------- command line
-
-
-def _run_speech(args: argparse.Namespace) -> int:
-    manifest = make_speech_corpus(
-        args.out,
-        minutes=args.minutes,
-        rate=args.rate,
-        seed=args.seed,
-        jobs=args.jobs,
-        progress=not args.quiet,
-    )
-    t = manifest["totals"]
-    print(
-        f"wrote {t['minutes']:.1f} min of speech ({t['utterances']} utterances, {t['voices']} "
-        f"voices, {t['skipped']} skipped) to {args.out} in {t['seconds_to_make']:.0f} s"
-    )
-    return 0
-
-
-def _run_digits(args: argparse.Namespace) -> int:
-    manifest = make_digits_corpus(
-        args.out,
-        n_per_class_per_voice=args.per_voice,
-        rate=args.rate,
-        seed=args.seed,
-        jobs=args.jobs,
-        progress=not args.quiet,
-    )
-    t = manifest["totals"]
-    print(
-        f"wrote {t['clips']} digit clips ({t['voices']} voices, {t['skipped']} skipped) "
-        f"to {args.out} in {t['seconds_to_make']:.0f} s"
-    )
-    return 0
-
-
-def add_corpus_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``corpus speech OUT`` and ``corpus digits OUT`` to an argparse subparsers object.
-
-    Each leaf parser sets ``func`` to a handler that takes the parsed Namespace and returns an
-    exit code. Returns the ``corpus`` parser.
-    """
-    corpus = subparsers.add_parser(
-        "corpus",
-        help="make a training corpus: synthetic (flite, festival, espeak-ng) or real recordings from Debian",
-        description=f"Make synthetic corpora with the TTS engines from Debian ({APT_INSTALL}), or corpora of "
-        "real recordings shipped in Debian packages (real, mixed).",
-    )
-    kinds = corpus.add_subparsers(
-        dest="corpus_command", metavar="{speech,digits,real,mixed}", required=True
-    )
-
-    def common(parser: argparse.ArgumentParser, rate: int) -> None:
-        parser.add_argument("out", help="output folder (new, empty or a previous corpus)")
-        parser.add_argument("--rate", type=int, default=rate, help=f"sample rate (default {rate})")
-        parser.add_argument("--seed", type=int, default=0, help="plan seed (default 0)")
-        parser.add_argument(
-            "--jobs", type=int, default=None, help="worker processes (default: all CPUs)"
-        )
-        parser.add_argument("--quiet", action="store_true", help="no progress bar")
-
-    speech = kinds.add_parser(
-        "speech",
-        help="multi-speaker English sentences, LJSpeech layout",
-        description="Multi-speaker English speech corpus in LJSpeech layout with splits.",
-    )
-    common(speech, 22050)
-    speech.add_argument("--minutes", type=float, default=60.0, help="minutes of audio (default 60)")
-    speech.set_defaults(func=_run_speech)
-
-    digits = kinds.add_parser(
-        "digits",
-        help="one-second spoken digits, SC09-like layout",
-        description="Spoken digits zero to nine, one-second clips, SC09-like layout.",
-    )
-    common(digits, 16000)
-    digits.add_argument(
-        "--per-voice",
-        type=int,
-        default=16,
-        metavar="N",
-        help="clips per word per voice (default 16)",
-    )
-    digits.set_defaults(func=_run_digits)
-
-    from diffvoc.data.real import add_real_parsers  # real recordings: diffvoc.data.real
-
-    add_real_parsers(kinds, common)
-    return corpus

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import argparse
 import shutil
 from pathlib import Path
 from typing import Any
@@ -74,27 +73,3 @@ def run_demo(out: str | Path = "diffvoc-demo", inputs: list[str] | None = None, 
                        save_audio=out / "audio", command="diffvoc demo", log=None)
     write_results(results, out / "results.json")
     return build_report([out / "results.json"], out / "report"), results
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from diffvoc.evaluation.copy_synthesis import format_table
-
-    steps = [int(s) for s in args.steps.split(",")] if args.steps else None
-    metrics = args.metrics.split(",") if args.metrics else None
-    page, results = run_demo(args.output, args.inputs, args.checkpoint, steps, args.sentences, args.device, metrics)
-    print(format_table(results))
-    print(f"report: {page.resolve()}")
-    return 0
-
-
-def add_demo_parser(subparsers: Any) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("demo", help="vocode a few spoken sentences (or your wavs) and write the HTML report")
-    p.add_argument("inputs", nargs="*", help="your own audio files (default: TTS engines speak demo sentences)")
-    p.add_argument("-o", "--output", default="diffvoc-demo")
-    p.add_argument("--checkpoint", default=None, help="default: the bundled model")
-    p.add_argument("--steps", default="2,6")
-    p.add_argument("--sentences", type=int, default=3)
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--metrics", default=None, help="metric groups (default: all)")
-    p.set_defaults(func=cmd_demo)
-    return p

@@ -14,16 +14,13 @@ prior, the schedules and the sampler stay in Python (they are a few elementwise 
 
 from __future__ import annotations
 
-import argparse
 import warnings
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 import yaml
 
-from diffvoc.checkpoint import load_checkpoint
 from diffvoc.build import build, build_sampler
 from diffvoc.config import Config
 from diffvoc.errors import DiffvocError
@@ -139,18 +136,3 @@ class OnnxVocoder:
         out = sampler.sample(denoise, std, B, length, noise or PositionalNoise(seed))
         out = out.numpy()
         return out[0] if single else out
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    vocoder = Vocoder.from_checkpoint(load_checkpoint(args.checkpoint))
-    paths = export_onnx(vocoder, args.output)
-    print("wrote " + ", ".join(str(p) for p in paths.values()))
-    return 0
-
-
-def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("export", help="export the denoiser and conditioner to ONNX")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("-o", "--output", required=True, help="model.onnx (the conditioner goes beside it)")
-    p.set_defaults(func=cmd_export)
-    return p
