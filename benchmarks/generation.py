@@ -124,10 +124,11 @@ def _sampler_text(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
-    from diffvoc.evaluation.generative import DigitClassifier, RealReference, generation_metrics
-    from diffvoc.inference.generator import Generator, list_digit_clips, load_digit_clips, output_name
-    from diffvoc.io import atomic_write_wav
+    from diffvoc.data.digits import list_digit_clips, load_digit_clips
     from diffvoc.diffusion.schedule import parse_schedule
+    from diffvoc.evaluation.generative import DigitClassifier, RealReference, generation_metrics
+    from diffvoc.inference.generator import Generator, output_name
+    from diffvoc.io import atomic_write_wav
 
     t_all = time.perf_counter()
     clf = DigitClassifier.load(args.classifier, device=args.device)

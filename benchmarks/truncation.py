@@ -108,10 +108,9 @@ def evaluate(run: str, data: str, test: dict, device: str, threads: int, seed: i
 
     from diffvoc.audio import MelSpectrogram
     from diffvoc.data.dataset import load_clips
+    from diffvoc.diffusion.spectral import MultiResolutionSTFTLoss, log_mel_l1
     from diffvoc.errors import DiffvocError
-    from diffvoc.diffusion.spectral import log_mel_l1
     from diffvoc.evaluation.metrics import mean_ci95
-    from diffvoc.diffusion.spectral import MultiResolutionSTFTLoss
     from diffvoc.inference.vocoder import Vocoder
 
     torch.set_num_threads(threads)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import librosa
 import numpy as np
 import pytest
 import soundfile as sf
-import librosa
-
 from conftest import voiced
+
 from diffvoc.audio import MelSpectrogram, compute_mel, frame_energy, load_audio, load_mel, peak_normalize
 from diffvoc.config import AudioConfig, Config, apply_presets
 from diffvoc.errors import AudioError, MelError

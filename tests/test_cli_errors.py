@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 import yaml
-
 from conftest import run_cli, voiced
 
 

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
+from diffvoc.cli.corpus import add_parser as add_corpus_parser
 from diffvoc.data import synth as corpus
+from diffvoc.data.digits import DIGIT_WORDS
 from diffvoc.errors import DiffvocError
 
 HAVE_ENGINE = any(shutil.which(engine) for engine in corpus.ENGINES)
@@ -95,7 +97,7 @@ def test_bad_arguments(tmp_path, kwargs):
 
 def test_cli_parser_wires_both_commands():
     parser = argparse.ArgumentParser(prog="diffvoc")
-    corpus.add_corpus_parser(parser.add_subparsers(dest="command"))
+    add_corpus_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["corpus", "speech", "OUT", "--minutes", "2.5", "--seed", "7"])
     assert (args.out, args.minutes, args.rate, args.seed) == ("OUT", 2.5, 22050, 7)
     assert callable(args.func)
@@ -109,7 +111,7 @@ def test_cli_parser_wires_both_commands():
 def test_cli_handler_raises_without_engine(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
     parser = argparse.ArgumentParser(prog="diffvoc")
-    corpus.add_corpus_parser(parser.add_subparsers(dest="command"))
+    add_corpus_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["corpus", "digits", str(tmp_path / "out"), "--quiet"])
     with pytest.raises(DiffvocError, match="apt-get"):
         args.func(args)
@@ -204,7 +206,7 @@ def test_digits_layout_and_exact_one_second_clips(digits):
     assert {p.relative_to(out).as_posix() for p in wavs} == {c["path"] for c in manifest["clips"]}
     for wav in wavs:
         split, word = wav.relative_to(out).parts[:2]
-        assert split in ("train", "valid", "test") and word in corpus.DIGIT_WORDS
+        assert split in ("train", "valid", "test") and word in DIGIT_WORDS
         info = sf.info(wav)
         assert (info.samplerate, info.channels, info.subtype, info.frames) == (
             16000,
@@ -224,4 +226,4 @@ def test_digits_test_split_uses_held_out_voices(digits):
     assert not by_split["test"] & (by_split["train"] | by_split["valid"])
     words = {(c["speaker"], c["word"]) for c in manifest["clips"]}
     assert len(words) == len(manifest["clips"])  # one take per word per voice
-    assert {c["word"] for c in manifest["clips"]} == set(corpus.DIGIT_WORDS)
+    assert {c["word"] for c in manifest["clips"]} == set(DIGIT_WORDS)

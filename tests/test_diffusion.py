@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from diffvoc.config import AudioConfig, PriorConfig
-from diffvoc.errors import ScheduleError
 from diffvoc.diffusion.loss import DiffusionLoss
+from diffvoc.diffusion.noise import GivenNoise, PositionalNoise
 from diffvoc.diffusion.prior import AdaptivePrior, StandardPrior
 from diffvoc.diffusion.sampler import DiffusionSampler
-from diffvoc.diffusion.noise import GivenNoise, PositionalNoise
 from diffvoc.diffusion.schedule import NoiseSchedule, parse_schedule
+from diffvoc.errors import ScheduleError
 
 TRAIN = NoiseSchedule.linear(1e-4, 0.05, 50)
 

@@ -11,14 +11,21 @@ from urllib.parse import unquote
 import numpy as np
 import pytest
 import soundfile as sf
-
 from conftest import make_corpus, run_cli, voiced
+
 import diffvoc.evaluation.metrics as M
 from diffvoc.audio import compute_mel
+from diffvoc.cli.evaluate import add_parser as add_evaluate_parser
 from diffvoc.config import AudioConfig
 from diffvoc.errors import DiffvocError, ScheduleError
-from diffvoc.evaluation.copy_synthesis import (add_evaluate_parser, evaluate, griffin_lim, list_test_items, load_utterances,
-                              metric_keys, parse_steps)
+from diffvoc.evaluation.copy_synthesis import (
+    evaluate,
+    griffin_lim,
+    list_test_items,
+    load_utterances,
+    metric_keys,
+    parse_steps,
+)
 
 ALL_KEYS = metric_keys(list(M.ALL_METRICS))
 DNSMOS_KEYS = M.METRIC_SETTINGS["dnsmos"]["keys"]
@@ -35,7 +42,7 @@ def wired(command: str) -> bool:
 
 
 needs_cli = pytest.mark.skipif(not wired("evaluate"), reason="diffvoc.cli does not wire `evaluate` yet "
-                               "(add_evaluate_parser from diffvoc.evaluation.copy_synthesis)")
+                               "(diffvoc.cli.evaluate)")
 
 
 def absent_steps(run) -> tuple[int, str]:

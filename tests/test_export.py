@@ -10,6 +10,7 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
 from conftest import run_cli  # noqa: E402
+
 from diffvoc.inference.vocoder import Vocoder  # noqa: E402
 
 

@@ -8,14 +8,14 @@ import warnings
 import numpy as np
 import pytest
 import torch
-
 from conftest import run_cli
+
 from diffvoc.build import build
 from diffvoc.config import Config, apply_presets
 from diffvoc.errors import DiffvocError
 from diffvoc.inference.engine import DenoiserFactory, FastDenoiser
-from diffvoc.precision import cpu_supports_bf16
 from diffvoc.inference.vocoder import Vocoder
+from diffvoc.precision import cpu_supports_bf16
 
 STATS = {"energy_min": 0.2, "energy_max": 6.0}
 

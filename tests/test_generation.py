@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-
 from conftest import ROOT, run_cli
+
 import diffvoc.evaluation.generative as M
 import diffvoc.inference.generator as G
-from diffvoc.checkpoint import save_checkpoint
 from diffvoc.build import build
+from diffvoc.checkpoint import save_checkpoint
 from diffvoc.config import Config
-from diffvoc.data.synth import DIGIT_WORDS
+from diffvoc.data.digits import DIGIT_WORDS
 from diffvoc.errors import DiffvocError
 
 SR = 16000
@@ -406,8 +406,8 @@ def test_generation_metrics_and_benchmark(tmp_path, tiny_classifier, tones, ckpt
 def test_train_generative_model_on_digits_and_generate(tmp_path, conditioning):
     """An SC09-layout corpus trains a class-conditional / unconditional model whose checkpoint generates."""
     import soundfile as sf
-
     from conftest import tiny_config_yaml, voiced
+
     from diffvoc.config import Config
     from diffvoc.data.dataset import discover, preprocess
     from diffvoc.inference.generator import generate

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import ROOT, run_cli
 
 TINY = "model.residual_channels=8 model.residual_layers=4 train.batch_size=2 data.crop_frames=8"
@@ -44,8 +43,8 @@ def _assert_return_limits(out: Path) -> list[str]:
 
 def _tiny_run(run: Path, step: int, seed: int = 0) -> None:
     """A run directory as the trainer leaves it: ckpt-<step>/ with training state, latest, valid.jsonl, logs/."""
-    from diffvoc.checkpoint import save_checkpoint, write_latest
     from diffvoc.build import build
+    from diffvoc.checkpoint import save_checkpoint, write_latest
     from diffvoc.config import Config
 
     cfg = Config.load(ROOT / "recipes" / "priorgrad_base.yaml").with_overrides(TINY.split())

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-
 from conftest import run_cli
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"

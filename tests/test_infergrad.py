@@ -12,19 +12,32 @@ import pytest
 import soundfile as sf
 import torch
 import yaml
-
 from conftest import run_cli, tiny_config_yaml, train_straight_and_resumed, voiced
+
+from diffvoc.cli.search_schedule import add_parser as add_search_schedule_parser
 from diffvoc.config import FAST_SCHEDULES, Config, ModelConfig
-from diffvoc.errors import ConfigError
-from diffvoc.diffusion.infergrad import (InferLoss, anti_wrapping, anti_wrapping_phase_loss, draw_general_schedule,
-                               infer_noise_generator, infer_schedule, unrolled_sample)
-from diffvoc.models.diffwave import DiffWave
+from diffvoc.diffusion.infergrad import (
+    InferLoss,
+    anti_wrapping,
+    anti_wrapping_phase_loss,
+    draw_general_schedule,
+    infer_noise_generator,
+    infer_schedule,
+    unrolled_sample,
+)
 from diffvoc.diffusion.prior import StandardPrior
 from diffvoc.diffusion.schedule import NoiseSchedule
-from diffvoc.evaluation.schedule_search import (Evaluation, add_search_schedule_parser, grid_search, is_valid, local_search,
-                                     search_schedule)
-from diffvoc.training.trainer import Trainer
+from diffvoc.errors import ConfigError
+from diffvoc.evaluation.schedule_search import (
+    Evaluation,
+    grid_search,
+    is_valid,
+    local_search,
+    search_schedule,
+)
 from diffvoc.inference.vocoder import Vocoder
+from diffvoc.models.diffwave import DiffWave
+from diffvoc.training.trainer import Trainer
 
 SIX = [1e-4, 1e-3, 0.01, 0.05, 0.2, 0.5]
 TRAIN = NoiseSchedule.linear(1e-4, 0.05, 50)

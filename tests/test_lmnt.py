@@ -45,6 +45,7 @@ def test_network_output_matches(lmnt_ckpt):
 def test_fast_sampling_matches_given_the_same_noise(lmnt_ckpt, monkeypatch):
     monkeypatch.setitem(sys.modules, "torchaudio", types.ModuleType("torchaudio"))  # lmnt imports it, never uses it here
     import diffwave.inference as inf
+
     from diffvoc.diffusion.noise import GlobalNoise
     from diffvoc.inference.vocoder import Vocoder
 

@@ -10,12 +10,12 @@ import soundfile as sf
 import torch
 
 import diffvoc.precision as fp
+from diffvoc.build import build
 from diffvoc.checkpoint import save_checkpoint
 from diffvoc.cli import build_parser, main
-from diffvoc.build import build
 from diffvoc.config import Config, apply_presets
-from diffvoc.precision import resolve_precision
 from diffvoc.inference.vocoder import Vocoder
+from diffvoc.precision import resolve_precision
 
 STATS = {"energy_min": 0.2, "energy_max": 6.0}
 

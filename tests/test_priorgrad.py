@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
 from conftest import tiny_config_yaml
+
 from diffvoc.config import AudioConfig, Config, PriorConfig
-from diffvoc.errors import ConfigError
+from diffvoc.diffusion.noise import PositionalNoise
 from diffvoc.diffusion.prior import AdaptivePrior, build_prior
 from diffvoc.diffusion.sampler import DiffusionSampler
-from diffvoc.diffusion.noise import PositionalNoise
 from diffvoc.diffusion.schedule import NoiseSchedule
+from diffvoc.errors import ConfigError
 
 
 def mel_with_energy(e: torch.Tensor, n_mels: int = 80) -> torch.Tensor:
@@ -66,8 +66,8 @@ def test_sigma_min_and_energy_max_options():
 @pytest.mark.parametrize("condition", [False, True])
 def test_priorgrad_checkpoint_round_trip_and_unseen_mel(tmp_path, data_dir, condition):
     from diffvoc.data.dataset import load_stats
-    from diffvoc.training.trainer import Trainer
     from diffvoc.inference.vocoder import Vocoder
+    from diffvoc.training.trainer import Trainer
 
     yml = tiny_config_yaml(tmp_path / "c.yaml", data_dir, prior={"kind": "priorgrad", "condition_on_prior": condition},
                            train={"max_steps": 4, "save_every": 4, "valid_every": 4})

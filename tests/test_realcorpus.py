@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-
 from conftest import voiced
+
 import diffvoc.data.real as R
 from diffvoc.errors import DiffvocError
 
@@ -319,7 +319,7 @@ def test_refuses_a_folder_that_is_not_a_real_corpus(tmp_path):
 
 
 def test_cli_wires_real_and_mixed():
-    from diffvoc.data.synth import add_corpus_parser
+    from diffvoc.cli.corpus import add_parser as add_corpus_parser
 
     parser = argparse.ArgumentParser(prog="diffvoc")
     add_corpus_parser(parser.add_subparsers(dest="command"))

@@ -10,11 +10,12 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
-
 from conftest import run_cli
+
+from diffvoc.cli.report import add_parser as add_report_parser
 from diffvoc.errors import DiffvocError
 from diffvoc.evaluation.copy_synthesis import evaluate, write_results
-from diffvoc.evaluation.report import add_report_parser, build_report
+from diffvoc.evaluation.report import build_report
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)), None)
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary on PATH "
@@ -129,7 +130,7 @@ def test_rebuild_replaces_an_earlier_report(results, tmp_path):
 
 
 @pytest.mark.skipif(not wired("report"), reason="diffvoc.cli does not wire `report` yet "
-                    "(add_report_parser from diffvoc.evaluation.report)")
+                    "(diffvoc.cli.report)")
 def test_cli_report(results, trained_run, tmp_path):
     r = run_cli("report", str(results), "-o", str(tmp_path / "site"), "--runs", str(trained_run))
     assert r.returncode == 0, r.stderr

@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 import torch
-
 from conftest import run_cli, tiny_config_yaml
+
 from diffvoc.build import build_network
 from diffvoc.config import Config
 from diffvoc.precision import cpu_supports_bf16

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import ROOT, make_corpus, run_cli, tiny_config_yaml
 from safetensors.torch import load_file
 
-from conftest import ROOT, make_corpus, run_cli, tiny_config_yaml
 from diffvoc.checkpoint import load_checkpoint
 from diffvoc.config import Config
 from diffvoc.training.trainer import Trainer

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import make_corpus, tiny_config_yaml
+
 from diffvoc.config import Config
 from diffvoc.errors import MelError, ScheduleError
 from diffvoc.inference.vocoder import Vocoder

@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from diffvoc.config import FAST_SCHEDULES, Config, truncation_steps
-from diffvoc.errors import CheckpointError, ConfigError, ScheduleError
-from diffvoc.models.diffwave import DiffWave
 from diffvoc.diffusion.prior import Prior, build_prior
 from diffvoc.diffusion.sampler import DiffusionSampler
 from diffvoc.diffusion.schedule import NoiseSchedule
+from diffvoc.errors import CheckpointError, ConfigError, ScheduleError
+from diffvoc.models.diffwave import DiffWave
 
 if TYPE_CHECKING:
     from diffvoc.diffusion.truncation import ImplicitPrior

@@ -5,10 +5,10 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import time
 import platform
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 

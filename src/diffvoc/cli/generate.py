@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from diffvoc.data.synth import DIGIT_WORDS
+from diffvoc.data.digits import DIGIT_WORDS
 from diffvoc.errors import DiffvocError
 from diffvoc.inference.generator import DEFAULT_CLIP_SECONDS, Generator, _prepare_output, clip_samples, output_name
 

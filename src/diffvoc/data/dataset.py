@@ -31,6 +31,7 @@ import yaml
 
 from diffvoc.audio import compute_mel, frame_energy, load_audio, peak_normalize
 from diffvoc.config import AudioConfig
+from diffvoc.data.digits import DIGIT_WORDS
 from diffvoc.errors import AudioError, DiffvocError
 from diffvoc.io import atomic_save_npy, atomic_write_text
 
@@ -94,7 +95,6 @@ def discover(source: str | Path) -> tuple[list[dict[str, str]], dict[str, list[s
     return items, split
 
 
-DIGIT_CLASSES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 
 def _is_class_layout(src: Path) -> bool:
@@ -104,8 +104,8 @@ def _is_class_layout(src: Path) -> bool:
 def class_names(src: Path) -> list[str]:
     """Class folder names of an SC09-like corpus, in label order (zero..nine for digits, else sorted)."""
     found = sorted({p.name for sub in src.iterdir() if sub.is_dir() for p in sub.iterdir() if p.is_dir()})
-    if set(found) <= set(DIGIT_CLASSES):
-        return [c for c in DIGIT_CLASSES if c in found]
+    if set(found) <= set(DIGIT_WORDS):
+        return [c for c in DIGIT_WORDS if c in found]
     return found
 
 

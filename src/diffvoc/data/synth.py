@@ -40,11 +40,11 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
+from diffvoc.data.digits import DIGIT_WORDS
 from diffvoc.errors import DiffvocError
 
 __all__ = [
     "APT_INSTALL",
-    "DIGIT_WORDS",
     "Voice",
     "find_voices",
     "load_sentences",
@@ -56,7 +56,6 @@ APT_INSTALL = (
     "apt-get install -y flite festival festvox-kallpc16k festvox-kdlpc16k "
     "festvox-us-slt-hts espeak-ng"
 )
-DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 SPEECH_KIND = "diffvoc-speech-corpus"
 DIGITS_KIND = "diffvoc-digits-corpus"

@@ -48,11 +48,11 @@ import numpy as np
 import torch
 
 from diffvoc.config import Config, InferConfig
-from diffvoc.diffusion.spectral import MR_STFT_MAG_EPS, MultiResolutionSTFTLoss
+from diffvoc.diffusion.noise import GeneratorNoise
 from diffvoc.diffusion.prior import Prior
 from diffvoc.diffusion.sampler import DiffusionSampler
-from diffvoc.diffusion.noise import GeneratorNoise
 from diffvoc.diffusion.schedule import NoiseSchedule
+from diffvoc.diffusion.spectral import MR_STFT_MAG_EPS, MultiResolutionSTFTLoss
 
 __all__ = ["InferLoss", "InferLossTerms", "anti_wrapping", "anti_wrapping_phase_loss", "draw_general_schedule",
            "infer_noise_generator", "infer_schedule", "unrolled_sample"]

@@ -37,10 +37,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from diffvoc.config import FAST_SCHEDULES, Config, ModelConfig, truncation_steps
-from diffvoc.models.discriminator import MelDiscriminator
+from diffvoc.diffusion.schedule import NoiseSchedule
 from diffvoc.errors import ScheduleError
 from diffvoc.models.diffwave import DiffWave
-from diffvoc.diffusion.schedule import NoiseSchedule
+from diffvoc.models.discriminator import MelDiscriminator
 
 
 def truncation_level(schedule: NoiseSchedule, k: int) -> float:

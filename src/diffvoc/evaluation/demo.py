@@ -43,10 +43,10 @@ def run_demo(out: str | Path = "diffvoc-demo", inputs: list[str] | None = None, 
              metrics: list[str] | None = None) -> tuple[Path, dict[str, Any]]:
     """Run the demo; return the report's ``index.html`` and the evaluation results."""
     from diffvoc.audio import load_audio
+    from diffvoc.checkpoint import load_checkpoint
     from diffvoc.evaluation.copy_synthesis import evaluate, write_results
     from diffvoc.evaluation.report import build_report
     from diffvoc.inference.vocoder import DEFAULT_CHECKPOINT
-    from diffvoc.checkpoint import load_checkpoint
 
     out = Path(out)
     ckpt = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT

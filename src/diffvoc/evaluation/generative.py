@@ -203,7 +203,7 @@ class DigitClassifier:
     def prepare(self, wavs: np.ndarray, sample_rate: int | None = None) -> np.ndarray:
         """Clips ``[n, T]`` (or one ``[T]``) at ``sample_rate`` → ``[n, samples]`` at the classifier's
         rate: resampled (soxr) when the rate differs, zero-padded or centre-cropped to 1 s."""
-        from diffvoc.inference.generator import fit_length
+        from diffvoc.data.digits import fit_length
 
         x = np.asarray(wavs, dtype=np.float32)
         if x.ndim == 1:
@@ -399,7 +399,7 @@ def train_classifier(data: str | Path, out: str | Path | None = None, *, epochs:
     fall to ~1e-8 on training voices and mIS of real data runs into the millions). Writes ``out``
     when given.
     """
-    from diffvoc.inference.generator import list_digit_clips, load_digit_clips
+    from diffvoc.data.digits import list_digit_clips, load_digit_clips
 
     cfg = cfg or ClassifierConfig()
     if epochs < 1 or batch_size < 1 or not learning_rate > 0:
@@ -514,14 +514,14 @@ def train_classifier(data: str | Path, out: str | Path | None = None, *, epochs:
 
 
 def _class_names(n: int) -> list[str]:
-    from diffvoc.data.synth import DIGIT_WORDS
+    from diffvoc.data.digits import DIGIT_WORDS
 
     return [DIGIT_WORDS[i] if i < len(DIGIT_WORDS) else str(i) for i in range(n)]
 
 
 def evaluate_classifier(clf: DigitClassifier, data: str | Path, split: str = "test") -> dict[str, Any]:
     """Accuracy and confusion matrix of ``clf`` on a split of a digits corpus."""
-    from diffvoc.inference.generator import list_digit_clips, load_digit_clips
+    from diffvoc.data.digits import list_digit_clips, load_digit_clips
 
     clips = list_digit_clips(data, split)
     wavs, labels = load_digit_clips(clips, clf.cfg.sample_rate, clf.cfg.seconds)

@@ -36,8 +36,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from diffvoc.diffusion.spectral import (MR_STFT_FFT_SIZES, MR_STFT_HOP_SIZES, MR_STFT_MAG_EPS, MR_STFT_WIN_LENGTHS,
-                                        MultiResolutionSTFTLoss)
+from diffvoc.diffusion.spectral import (
+    MR_STFT_FFT_SIZES,
+    MR_STFT_HOP_SIZES,
+    MR_STFT_MAG_EPS,
+    MR_STFT_WIN_LENGTHS,
+    MultiResolutionSTFTLoss,
+)
 from diffvoc.errors import AudioError, ConfigError, DiffvocError
 
 __all__ = [

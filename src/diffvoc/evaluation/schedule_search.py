@@ -129,9 +129,9 @@ class ScheduleObjective:
 
     def __call__(self, betas: Sequence[float]) -> Evaluation:
         """Metrics of one schedule (``inf`` when it is invalid for this model)."""
-        from diffvoc.diffusion.spectral import log_mel_l1
-        from diffvoc.diffusion.sampler import DiffusionSampler
         from diffvoc.diffusion.noise import PositionalNoise
+        from diffvoc.diffusion.sampler import DiffusionSampler
+        from diffvoc.diffusion.spectral import log_mel_l1
 
         key = tuple(float(b) for b in betas)
         if key in self.cache:

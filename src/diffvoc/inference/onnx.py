@@ -23,10 +23,10 @@ import yaml
 
 from diffvoc.build import build, build_sampler
 from diffvoc.config import Config
-from diffvoc.errors import DiffvocError
-from diffvoc.io import atomic_path, atomic_write_text
 from diffvoc.diffusion.noise import NoiseSource, PositionalNoise
+from diffvoc.errors import DiffvocError
 from diffvoc.inference.vocoder import Vocoder
+from diffvoc.io import atomic_path, atomic_write_text
 
 OPSET = 17
 

@@ -11,20 +11,20 @@ to the context truncation (tested).
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from diffvoc.audio import MelSpectrogram, check_mel, load_audio, peak_normalize
-from diffvoc.checkpoint import Checkpoint, load_checkpoint
 from diffvoc.build import build, build_implicit_prior, build_sampler, load_weights
+from diffvoc.checkpoint import Checkpoint, load_checkpoint
 from diffvoc.config import Config
-from diffvoc.errors import CheckpointError, DiffvocError
-from diffvoc.diffusion.sampler import DiffusionSampler
 from diffvoc.diffusion.noise import FirstRowNoise, NoiseSource, PositionalNoise
+from diffvoc.diffusion.sampler import DiffusionSampler
+from diffvoc.errors import CheckpointError, DiffvocError
 
 DEFAULT_CHECKPOINT = Path(__file__).parent / "pretrained" / "default"
 

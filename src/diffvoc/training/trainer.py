@@ -43,20 +43,24 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from diffvoc.audio import MelSpectrogram
+from diffvoc.build import build, build_sampler, load_weights
 from diffvoc.checkpoint import load_checkpoint, save_checkpoint, write_latest
-from diffvoc.build import build, build_sampler
 from diffvoc.config import Config
 from diffvoc.data.dataset import CropDataset, ensure_features, item_labels, load_clips, load_stats
-from diffvoc.errors import DiffvocError, TrainingError
-from diffvoc.diffusion.infergrad import InferLoss, InferLossTerms, infer_noise_generator, infer_schedule, unrolled_sample
+from diffvoc.diffusion.infergrad import (
+    InferLoss,
+    InferLossTerms,
+    infer_noise_generator,
+    infer_schedule,
+    unrolled_sample,
+)
 from diffvoc.diffusion.loss import DiffusionLoss
-from diffvoc.diffusion.spectral import log_mel_l1
-from diffvoc.diffusion.spectral import MultiResolutionSTFTLoss
-from diffvoc.diffusion.sampler import DiffusionSampler
 from diffvoc.diffusion.noise import PositionalNoise
-from diffvoc.training.engine import FastTrainNetwork, micro_batches
+from diffvoc.diffusion.sampler import DiffusionSampler
+from diffvoc.diffusion.spectral import MultiResolutionSTFTLoss, log_mel_l1
 from diffvoc.diffusion.truncation import TruncatedGAN, truncated_betas
-from diffvoc.build import load_weights
+from diffvoc.errors import DiffvocError, TrainingError
+from diffvoc.training.engine import FastTrainNetwork, micro_batches
 
 
 def _dist_env() -> tuple[int, int, int]:
