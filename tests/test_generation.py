@@ -15,6 +15,7 @@ import soundfile as sf
 import torch
 from conftest import ROOT, run_cli
 
+import diffvoc.data.digits as D
 import diffvoc.evaluation.generative as M
 import diffvoc.inference.generator as G
 from diffvoc.build import build
@@ -118,36 +119,36 @@ def tiny_classifier(tmp_path_factory, tones) -> Path:
 
 
 def test_list_digit_clips_nested_and_flat_layouts(tmp_path, tones):
-    clips = G.list_digit_clips(tones, "train")
+    clips = D.list_digit_clips(tones, "train")
     assert len(clips) == 40
     assert sorted({c.label for c in clips}) == list(range(10))
     assert all(DIGIT_WORDS[c.label] == c.word == c.path.parent.name for c in clips)
     assert {c.speaker for c in clips} == {"s0", "s1"}
     (tones / "train" / "marvin").mkdir(exist_ok=True)  # non-digit words of Speech Commands are skipped
     sf.write(tones / "train" / "marvin" / "x.wav", np.zeros(SR, np.float32), SR)
-    assert len(G.list_digit_clips(tones, "train")) == 40
+    assert len(D.list_digit_clips(tones, "train")) == 40
 
     flat = tmp_path / "sc09" / "test"  # WaveGAN's SC09 release: <Word>_<speaker>_nohash_<k>.wav
     flat.mkdir(parents=True)
     for name in ("Three_ab12cd_nohash_0.wav", "Nine_ff00aa_nohash_1.wav", "Happy_000000_nohash_0.wav"):
         sf.write(flat / name, np.zeros(SR // 2, np.float32), SR)
-    got = [(c.label, c.speaker) for c in G.list_digit_clips(tmp_path / "sc09", "test")]
+    got = [(c.label, c.speaker) for c in D.list_digit_clips(tmp_path / "sc09", "test")]
     assert got == [(9, "ff00aa"), (3, "ab12cd")]
 
-    wavs, labels = G.load_digit_clips(G.list_digit_clips(tmp_path / "sc09", "test"), SR)
+    wavs, labels = D.load_digit_clips(D.list_digit_clips(tmp_path / "sc09", "test"), SR)
     assert wavs.shape == (2, SR) and wavs.dtype == np.float32 and labels.tolist() == [9, 3]
-    assert G.fit_length(np.arange(10.0), 4).tolist() == [3, 4, 5, 6]
-    assert G.fit_length(np.ones(2), 4).tolist() == [1, 1, 0, 0]
+    assert D.fit_length(np.arange(10.0), 4).tolist() == [3, 4, 5, 6]
+    assert D.fit_length(np.ones(2), 4).tolist() == [1, 1, 0, 0]
 
 
 def test_list_digit_clips_errors(tmp_path, tones):
     with pytest.raises(DiffvocError, match="no such digits corpus"):
-        G.list_digit_clips(tmp_path / "nope", "train")
+        D.list_digit_clips(tmp_path / "nope", "train")
     with pytest.raises(DiffvocError, match="no 'dev' split"):
-        G.list_digit_clips(tones, "dev")
+        D.list_digit_clips(tones, "dev")
     (tmp_path / "empty" / "train").mkdir(parents=True)
     with pytest.raises(DiffvocError, match="holds no digit clips"):
-        G.list_digit_clips(tmp_path / "empty", "train")
+        D.list_digit_clips(tmp_path / "empty", "train")
 
 
 # ------------------------------------------------------------------------------------- generation
@@ -329,7 +330,7 @@ def test_classifier_round_trip(tmp_path, tiny_classifier, tones):
     info = clf.info
     assert set(info["accuracy"]) == {"train", "valid", "test"} and info["test_is_held_out_voices"]
     assert np.allclose(clf.train_label_distribution, 0.1)
-    wavs, labels = G.load_digit_clips(G.list_digit_clips(tones, "test"), SR)
+    wavs, labels = D.load_digit_clips(D.list_digit_clips(tones, "test"), SR)
     out = clf.classify(wavs)
     assert out.probs.shape == (40, 10) and out.features.shape == (40, 8)
     np.testing.assert_allclose(out.probs.sum(1), 1.0)
@@ -373,7 +374,7 @@ def test_classifier_cli(tmp_path, tones):
 
 def test_generation_metrics_and_benchmark(tmp_path, tiny_classifier, tones, ckpts):
     clf = M.DigitClassifier.load(tiny_classifier)
-    wavs, labels = G.load_digit_clips(G.list_digit_clips(tones, "train"), SR)
+    wavs, labels = D.load_digit_clips(D.list_digit_clips(tones, "train"), SR)
     real = clf.classify(wavs)
     ref = M.RealReference.from_features(real.features, labels, k=5)
     self_row = M.generation_metrics(real.probs, real.features, ref, labels=labels)

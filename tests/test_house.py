@@ -10,9 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 from conftest import run_cli
 
@@ -107,3 +110,57 @@ def test_checkpoint_dir_snapshot(trained_run):
     _check_snapshot("checkpoint.json", {"files": files, "config_keys": _keys(cfg),
                                         "stats_keys": _keys(yaml.safe_load((ckpt / "stats.yaml").read_text())),
                                         "weights": weights})
+
+
+# ------------------------------------------------------------------------------------------ import rules
+def _loaded_after(statement: str) -> tuple[set[str], set[str]]:
+    """(diffvoc modules, top-level third-party packages) loaded by ``statement`` in a fresh interpreter."""
+    code = ("import sys; before = set(sys.modules); " + statement + "; import json; "
+            "print(json.dumps(sorted(set(sys.modules) - before)))")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    mods = json.loads(r.stdout.strip().splitlines()[-1])
+    return ({m for m in mods if m.startswith("diffvoc")}, {m.split(".")[0] for m in mods if "." not in m})
+
+
+CORE = ["diffvoc.config", "diffvoc.audio", "diffvoc.checkpoint", "diffvoc.build", "diffvoc.precision",
+        "diffvoc.models.diffwave", "diffvoc.models.discriminator", "diffvoc.diffusion.schedule",
+        "diffvoc.diffusion.noise", "diffvoc.diffusion.prior", "diffvoc.diffusion.loss",
+        "diffvoc.diffusion.spectral", "diffvoc.diffusion.sampler", "diffvoc.diffusion.infergrad",
+        "diffvoc.diffusion.truncation"]
+METRIC_PACKAGES = {"pesq", "pystoi", "pysptk", "pyworld", "speechmos", "matplotlib", "onnxruntime"}
+
+
+@pytest.mark.parametrize("module", CORE)
+def test_core_imports_no_outer_layer(module):
+    """The core (config, audio, checkpoint, build, models, diffusion) loads no training, inference,
+    evaluation, data or CLI code, and no metric package."""
+    ours, third = _loaded_after(f"import {module}")
+    outer = sorted(m for m in ours if m.startswith(("diffvoc.training", "diffvoc.inference", "diffvoc.evaluation",
+                                                     "diffvoc.data", "diffvoc.cli")))
+    assert not outer, f"{module} loads {outer}"
+    assert not third & METRIC_PACKAGES, f"{module} loads {sorted(third & METRIC_PACKAGES)}"
+
+
+def test_training_imports_no_inference_or_evaluation():
+    ours, third = _loaded_after("import diffvoc.training.trainer, diffvoc.training.engine")
+    bad = sorted(m for m in ours if m.startswith(("diffvoc.inference", "diffvoc.evaluation", "diffvoc.cli")))
+    assert not bad, bad
+    assert not third & METRIC_PACKAGES, sorted(third & METRIC_PACKAGES)
+
+
+def test_from_diffvoc_import_vocoder_loads_only_the_inference_path():
+    ours, third = _loaded_after("from diffvoc import Vocoder, Config, DiffvocError")
+    bad = sorted(m for m in ours if m.startswith(("diffvoc.evaluation", "diffvoc.data", "diffvoc.cli",
+                                                   "diffvoc.training")))
+    assert not bad, bad
+    assert not third & (METRIC_PACKAGES | {"tensorboard", "sklearn"}), sorted(third)
+    assert "diffvoc.inference.vocoder" in ours
+
+
+def test_only_cli_imports_argparse():
+    src = Path(__file__).resolve().parents[1] / "src" / "diffvoc"
+    users = sorted(str(p.relative_to(src)) for p in src.rglob("*.py")
+                   if "import argparse" in p.read_text() and p.parts[-2] != "cli")
+    assert not users, users

@@ -14,8 +14,9 @@ from conftest import run_cli
 
 from diffvoc.cli.report import add_parser as add_report_parser
 from diffvoc.errors import DiffvocError
-from diffvoc.evaluation.copy_synthesis import evaluate, write_results
+from diffvoc.evaluation.copy_synthesis import evaluate
 from diffvoc.evaluation.report import build_report
+from diffvoc.evaluation.results import write_results
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)), None)
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary on PATH "

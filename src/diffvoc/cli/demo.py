@@ -9,7 +9,7 @@ from diffvoc.evaluation.demo import run_demo
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from diffvoc.evaluation.copy_synthesis import format_table
+    from diffvoc.evaluation.results import format_table
 
     steps = [int(s) for s in args.steps.split(",")] if args.steps else None
     metrics = args.metrics.split(",") if args.metrics else None

@@ -10,14 +10,8 @@ from typing import Any
 import torch
 
 import diffvoc.evaluation.metrics as M
-from diffvoc.evaluation.copy_synthesis import (
-    _check_output,
-    evaluate,
-    format_table,
-    parse_metrics,
-    parse_steps,
-    write_results,
-)
+from diffvoc.evaluation.copy_synthesis import evaluate, parse_metrics, parse_steps
+from diffvoc.evaluation.results import check_output, format_table, write_results
 
 
 def command_line(args: argparse.Namespace) -> str:
@@ -47,7 +41,7 @@ def default_audio_dir(output: str | Path) -> Path:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """``diffvoc evaluate``: run, write results JSON + Markdown, print the table."""
     output = Path(args.output)
-    _check_output(output)
+    check_output(output)
     steps = parse_steps(args.steps)
     groups = parse_metrics(args.metrics)
     if args.threads:

@@ -61,7 +61,7 @@ SPEECH_KIND = "diffvoc-speech-corpus"
 DIGITS_KIND = "diffvoc-digits-corpus"
 FORMAT_VERSION = 1
 ENGINES = ("flite", "festival", "espeak-ng")  # fixed order: it decides held-out voices
-SENTENCES_PATH = Path(__file__).with_name("assets") / "sentences.txt"
+SENTENCES_PATH = Path(__file__).parents[1] / "assets" / "sentences.txt"
 
 # flite's built-in voices that are not general-purpose speakers.
 _FLITE_EXCLUDED = {

@@ -44,8 +44,9 @@ def run_demo(out: str | Path = "diffvoc-demo", inputs: list[str] | None = None, 
     """Run the demo; return the report's ``index.html`` and the evaluation results."""
     from diffvoc.audio import load_audio
     from diffvoc.checkpoint import load_checkpoint
-    from diffvoc.evaluation.copy_synthesis import evaluate, write_results
+    from diffvoc.evaluation.copy_synthesis import evaluate
     from diffvoc.evaluation.report import build_report
+    from diffvoc.evaluation.results import write_results
     from diffvoc.inference.vocoder import DEFAULT_CHECKPOINT
 
     out = Path(out)

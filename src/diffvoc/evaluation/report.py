@@ -38,15 +38,8 @@ import numpy as np
 
 from diffvoc.data.digits import DIGIT_WORDS
 from diffvoc.errors import DiffvocError
-from diffvoc.evaluation.copy_synthesis import (
-    DISPLAY_NAMES,
-    FORMAT,
-    LOWER_IS_BETTER,
-    arrow,
-    fmt_stat,
-    safe_name,
-    table_columns,
-)
+from diffvoc.evaluation.copy_synthesis import safe_name
+from diffvoc.evaluation.results import DISPLAY_NAMES, FORMAT, LOWER_IS_BETTER, arrow, fmt_stat, table_columns
 from diffvoc.io import atomic_dir, atomic_write_text
 
 __all__ = ["GeneratedSet", "build_report", "load_generated",

@@ -26,7 +26,7 @@ from diffvoc.diffusion.noise import FirstRowNoise, NoiseSource, PositionalNoise
 from diffvoc.diffusion.sampler import DiffusionSampler
 from diffvoc.errors import CheckpointError, DiffvocError
 
-DEFAULT_CHECKPOINT = Path(__file__).parent / "pretrained" / "default"
+DEFAULT_CHECKPOINT = Path(__file__).parents[1] / "pretrained" / "default"
 
 
 def _groups(frames: list[int], batch_size: int, max_frames: int) -> list[list[int]]:
