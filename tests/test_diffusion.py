@@ -126,3 +126,23 @@ def test_priorgrad_sigma_formula():
     torch.testing.assert_close(up[0, ::256], expect, rtol=1e-4, atol=1e-5)
     assert torch.all(up[0, 256:512] == up[0, 256])  # frame-constant
     assert StandardPrior().std(mel, 100).shape == (1, 1)
+
+
+def test_schedule_owns_forward_process_range_and_truncation_level():
+    sched = NoiseSchedule.linear(1e-4, 0.05, 50)
+    betas = np.linspace(1e-4, 0.05, 50)
+    ab = np.cumprod(1 - betas)
+    assert sched.noise_range == pytest.approx((1e-4, 1 - ab[-1]), rel=1e-12)
+    assert sched.level(7) == pytest.approx(1 - ab[6], rel=1e-12)
+    k = sched.step_reaching(0.3)
+    assert 1 - ab[k - 1] >= 0.3 > 1 - ab[k - 2]
+    assert sched.step_reaching(0.99) == 50  # never reached: the whole chain
+    assert sched.outside([1e-4, 1e-3, 0.01, 0.05, 0.2, 0.5]) is None
+    assert sched.outside([0.05, 0.9]) == 1
+    with pytest.raises(ScheduleError, match="step 2 .* outside the training range"):
+        sched.check_inside([0.05, 0.9])
+    x0, noise = torch.randn(3, 100), torch.randn(3, 100)
+    t = torch.tensor([0, 17, 49])
+    ref = torch.tensor(np.sqrt(ab[[0, 17, 49]]), dtype=torch.float32)[:, None] * x0 \
+        + torch.tensor(np.sqrt(1 - ab[[0, 17, 49]]), dtype=torch.float32)[:, None] * noise
+    torch.testing.assert_close(sched.q_sample(x0, noise, t), ref)

@@ -164,3 +164,21 @@ def test_only_cli_imports_argparse():
     users = sorted(str(p.relative_to(src)) for p in src.rglob("*.py")
                    if "import argparse" in p.read_text() and p.parts[-2] != "cli")
     assert not users, users
+
+
+# ------------------------------------------------------------------------------------------ derived values once
+def _src_lines(needle: str) -> list[str]:
+    src = Path(__file__).resolve().parents[1] / "src" / "diffvoc"
+    return sorted(f"{p.relative_to(src)}:{i}" for p in src.rglob("*.py")
+                  for i, line in enumerate(p.read_text().splitlines(), 1) if needle in line)
+
+
+def test_each_derived_value_is_computed_in_one_place():
+    """The training schedule is built by DiffusionConfig.schedule only; ᾱ products, the training range and
+    the truncation level are NoiseSchedule's; T_trunc is computed by the builder (and by config validation)
+    and passed on; the sampler learns that it is truncated from its constructor."""
+    assert [s.split(":")[0] for s in _src_lines("NoiseSchedule.linear(")] == ["config.py"]
+    assert not [s for s in _src_lines("1.0 - (df.beta_start") + _src_lines("np.linspace(cfg.diffusion.beta_start")]
+    assert {s.split(":")[0] for s in _src_lines("truncation_steps(")} <= {"config.py", "build.py"}
+    assert not _src_lines("sampler.truncated =")
+    assert [s.split(":")[0] for s in _src_lines("np.cumprod(self.alphas)")] == ["diffusion/schedule.py"]

@@ -15,7 +15,8 @@ from diffvoc.config import Config, ConfigError, truncation_steps
 from diffvoc.diffusion.loss import DiffusionLoss
 from diffvoc.diffusion.noise import GlobalNoise
 from diffvoc.diffusion.schedule import NoiseSchedule
-from diffvoc.diffusion.truncation import TruncatedGAN, d_loss, g_loss, r1_penalty, truncated_betas, truncation_level
+from diffvoc.build import build_implicit_prior
+from diffvoc.diffusion.truncation import TruncatedGAN, d_loss, g_loss, r1_penalty, truncated_betas
 from diffvoc.errors import ScheduleError
 from diffvoc.inference.vocoder import Vocoder
 from diffvoc.models.discriminator import MelDiscriminator
@@ -37,10 +38,11 @@ def tdpm_yaml(path, data_dir, trunc=None, **sections):
 
 
 def test_truncation_step_from_steps_or_noise_level():
-    assert truncation_steps(tdpm_config(steps=20)) == 20
     sched = NoiseSchedule.linear(1e-4, 0.05, 50)
-    k = truncation_steps(tdpm_config(steps=None, noise_level=0.3))
-    assert truncation_level(sched, k) >= 0.3 > truncation_level(sched, k - 1)
+    assert truncation_steps(tdpm_config(steps=20), sched) == 20
+    k = truncation_steps(tdpm_config(steps=None, noise_level=0.3), sched)
+    assert sched.level(k) >= 0.3 > sched.level(k - 1)
+    assert sched.level(k) == pytest.approx(1 - np.prod(1 - np.linspace(1e-4, 0.05, 50)[:k]), rel=1e-12)
     with pytest.raises(ConfigError, match="truncation.steps must lie in 1..49"):
         tdpm_config(steps=50)
     with pytest.raises(ConfigError, match="mel-conditioned"):
@@ -52,12 +54,12 @@ def test_truncation_step_from_steps_or_noise_level():
 @pytest.mark.parametrize("n", [1, 2, 3, 6, 7])
 def test_truncated_chain_ends_at_the_truncation_level(n):
     cfg = tdpm_config(steps=30)
-    betas = truncated_betas(cfg, n)
+    sched = NoiseSchedule.linear(1e-4, 0.05, 50)
+    betas = truncated_betas(cfg, sched, 30, n)
     assert len(betas) == n and all(0 < b < 1 for b in betas)
     levels = 1 - np.cumprod(1 - np.asarray(betas))
     assert np.all(np.diff(levels) > 0)
-    sched = NoiseSchedule.linear(1e-4, 0.05, 50)
-    assert levels[-1] == pytest.approx(truncation_level(sched, 30), rel=1e-9)
+    assert levels[-1] == pytest.approx(sched.level(30), rel=1e-9)
     assert levels[0] >= 1e-4
     # the aligned fractional steps stay inside the truncated range (t <= T_trunc - 1, 0-based)
     steps = sched.align(NoiseSchedule(np.asarray(betas)))
@@ -67,7 +69,7 @@ def test_truncated_chain_ends_at_the_truncation_level(n):
 def test_every_step_of_the_truncated_chain_is_the_training_schedule():
     cfg = tdpm_config(steps=12)
     train = NoiseSchedule.linear(1e-4, 0.05, 50)
-    np.testing.assert_allclose(truncated_betas(cfg, 12), train.betas[:12])
+    np.testing.assert_allclose(truncated_betas(cfg, train, 12, 12), train.betas[:12])
     full = build_sampler(cfg, full=True)
     assert len(full) == 12 and full.truncated
 
@@ -77,7 +79,7 @@ def test_real_samples_follow_q_of_x_trunc(tmp_path):
     t = T_trunc, and with the right mean and std over many draws."""
     cfg = tdpm_config(steps=25)
     model, sched, prior = build(cfg, {})
-    gan = TruncatedGAN(cfg, model, sched, 0, torch.device("cpu"))
+    gan = TruncatedGAN(cfg, model, sched, build_implicit_prior(cfg, sched, prior), torch.device("cpu"))
     x0 = torch.linspace(-0.5, 0.5, 2000).unsqueeze(0)
     std = torch.full_like(x0, 0.7)
     eps = torch.randn(4000, 2000, generator=torch.Generator().manual_seed(0))
@@ -96,8 +98,8 @@ def test_real_samples_follow_q_of_x_trunc(tmp_path):
 def test_untrained_separate_generator_has_the_noise_part_right():
     """generator_skip: G = √(1 − ᾱ_k) z + f with f's output layer zero at init, so G(z) = √(1 − ᾱ_k) σ ε."""
     cfg = tdpm_config(steps=35)
-    model, sched, _ = build(cfg, {})
-    gan = TruncatedGAN(cfg, model, sched, 0, torch.device("cpu"))
+    model, sched, prior = build(cfg, {})
+    gan = TruncatedGAN(cfg, model, sched, build_implicit_prior(cfg, sched, prior), torch.device("cpu"))
     mel = torch.randn(2, 80, 10)
     eps = torch.randn(2, 2560)
     std = torch.full((2, 2560), 0.5)
@@ -107,9 +109,9 @@ def test_untrained_separate_generator_has_the_noise_part_right():
 
 def test_shared_generator_is_the_denoiser_at_step_k_plus_one():
     cfg = tdpm_config(steps=20, generator="shared", generator_skip=False)
-    model, sched, _ = build(cfg, {})
+    model, sched, prior = build(cfg, {})
     torch.nn.init.normal_(model.output_projection.weight, std=0.1)
-    gan = TruncatedGAN(cfg, model, sched, 0, torch.device("cpu"))
+    gan = TruncatedGAN(cfg, model, sched, build_implicit_prior(cfg, sched, prior), torch.device("cpu"))
     assert gan.generator.net is None and not list(gan.generator.parameters())
     mel, eps = torch.randn(1, 80, 6), torch.randn(1, 1536)
     out = gan.fake(model, mel, torch.ones(1, 1), eps)
@@ -161,7 +163,7 @@ def test_discriminator_sees_the_mel_and_handles_any_length():
 def test_each_phase_updates_only_its_own_parameters(generator):
     cfg = tdpm_config(steps=20, generator=generator)
     model, sched, prior = build(cfg, {})
-    gan = TruncatedGAN(cfg, model, sched, 0, torch.device("cpu"))
+    gan = TruncatedGAN(cfg, model, sched, build_implicit_prior(cfg, sched, prior), torch.device("cpu"))
     g_params = list(model.parameters()) if generator == "shared" else list(gan.generator.parameters())
     d_params = list(gan.disc.parameters())
     den_before = [p.detach().clone() for p in model.parameters()]

@@ -18,8 +18,8 @@ if TYPE_CHECKING:
 
 
 def build_schedule(cfg: Config) -> NoiseSchedule:
-    d = cfg.diffusion
-    return NoiseSchedule.linear(d.beta_start, d.beta_end, d.steps)
+    """The training schedule (:meth:`DiffusionConfig.schedule`)."""
+    return cfg.diffusion.schedule()
 
 
 def build_network(cfg: Config, prior: Prior | None = None) -> DiffWave:
@@ -33,28 +33,27 @@ def build(cfg: Config, stats: dict[str, Any] | None) -> tuple[DiffWave, NoiseSch
     return build_network(cfg, prior), build_schedule(cfg), prior
 
 
-def build_implicit_prior(cfg: Config, prior: Prior) -> "ImplicitPrior | None":
-    """The truncated model's generator of x_{T_trunc} (``None`` for an ordinary diffusion model)."""
+def build_implicit_prior(cfg: Config, schedule: NoiseSchedule, prior: Prior) -> "ImplicitPrior | None":
+    """The truncated model's generator of x_{T_trunc} (``None`` for an ordinary diffusion model);
+    T_trunc is computed here, once, from the training ``schedule``."""
     if not cfg.truncation.enabled:
         return None
     from diffvoc.diffusion.truncation import ImplicitPrior
 
-    return ImplicitPrior(cfg, build_schedule(cfg), prior.extra_channels)
+    return ImplicitPrior(cfg, schedule, truncation_steps(cfg, schedule), prior.extra_channels)
 
 
 def build_sampler(cfg: Config, steps: int | None = None, schedule: list[float] | None = None,
-                  full: bool = False) -> DiffusionSampler:
+                  full: bool = False, train: NoiseSchedule | None = None) -> DiffusionSampler:
     """The sampler for ``--full``, an explicit ``--schedule`` or ``--steps N`` (a stored N-step schedule).
 
     For a truncated model (TDPM) ``steps`` counts calls of the big network, its shared generator
     included, and the sampler's chain ends at the truncation level (:func:`~diffvoc.diffusion.truncation.truncated_betas`).
     """
-    train = build_schedule(cfg)
+    train = build_schedule(cfg) if train is None else train
     clamp = cfg.diffusion.clamp
     if cfg.truncation.enabled:
-        sampler = _truncated_sampler(cfg, train, steps, schedule, full)
-        sampler.truncated = True
-        return sampler
+        return _truncated_sampler(cfg, train, steps, schedule, full)
     if full:
         return DiffusionSampler(train, None, clamp)
     if schedule is not None:
@@ -77,11 +76,11 @@ def _truncated_sampler(cfg: Config, train: NoiseSchedule, steps: int | None, sch
                        full: bool) -> DiffusionSampler:
     from diffvoc.diffusion.truncation import truncated_betas
 
-    clamp, k = cfg.diffusion.clamp, truncation_steps(cfg)
+    clamp, k = cfg.diffusion.clamp, truncation_steps(cfg, train)
     if full:
-        return DiffusionSampler(NoiseSchedule(train.betas[:k]), None, clamp)
+        return DiffusionSampler(NoiseSchedule(train.betas[:k]), None, clamp, truncated=True)
     if schedule is not None:
-        return DiffusionSampler.fast(train, schedule, clamp)
+        return DiffusionSampler.fast(train, schedule, clamp, truncated=True)
     steps = 6 if steps is None else steps
     reverse = steps - (1 if cfg.truncation.generator == "shared" else 0)
     if reverse < 1:
@@ -89,7 +88,7 @@ def _truncated_sampler(cfg: Config, train: NoiseSchedule, steps: int | None, sch
     if reverse > k:
         raise ScheduleError(f"the truncated chain has {k} steps: --steps must be <= "
                             f"{k + (1 if cfg.truncation.generator == 'shared' else 0)}, got {steps}")
-    return DiffusionSampler.fast(train, truncated_betas(cfg, reverse), clamp)
+    return DiffusionSampler.fast(train, truncated_betas(cfg, train, k, reverse), clamp, truncated=True)
 
 
 __all__ = ["build", "build_network", "build_prior", "build_sampler", "build_schedule", "ConfigError"]

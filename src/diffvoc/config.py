@@ -11,11 +11,14 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any, get_args, get_origin, get_type_hints
 
 import yaml
 
-from diffvoc.errors import ConfigError
+from diffvoc.errors import ConfigError, ScheduleError
+
+if TYPE_CHECKING:
+    from diffvoc.diffusion.schedule import NoiseSchedule
 
 # DiffWave's paper fast schedules (REFERENCE §1) and PriorGrad's official 12-step schedule (§2).
 # The 2- and 3-step schedules are ours: no paper publishes one for DiffWave's T=50
@@ -109,6 +112,12 @@ class DiffusionConfig:
     loss: str = "l2"  # "l2" (the paper) | "l1" (lmnt-com/diffwave's code)
     clamp: bool = True  # clamp x to [-1, 1] after every reverse step, as the reference does
     fast_schedules: dict[int, list[float]] = field(default_factory=lambda: {k: list(v) for k, v in FAST_SCHEDULES.items()})
+
+    def schedule(self) -> "NoiseSchedule":
+        """The training schedule β = linspace(beta_start, beta_end, steps); build it once and pass it on."""
+        from diffvoc.diffusion.schedule import NoiseSchedule
+
+        return NoiseSchedule.linear(self.beta_start, self.beta_end, self.steps)
 
 
 DIFFUSION_PRESETS: dict[str, dict[str, Any]] = {
@@ -380,26 +389,15 @@ class Config:
         return self
 
 
-def _training_noise_range(df: DiffusionConfig) -> tuple[float, float]:
-    """(1 − ᾱ_1, 1 − ᾱ_T) of the linear training schedule: the noise levels a fast schedule may use."""
-    ab_last = 1.0
-    for i in range(df.steps):
-        ab_last *= 1.0 - (df.beta_start + (df.beta_end - df.beta_start) * i / (df.steps - 1))
-    return df.beta_start, 1.0 - ab_last
-
-
-def _check_schedule(betas: list[float], df: DiffusionConfig, what: str) -> None:
-    lo, hi = _training_noise_range(df)
+def _check_schedule(betas: list[float], train: "NoiseSchedule", what: str) -> None:
     if not betas or any(not 0 < b < 1 for b in betas):
         raise ConfigError(f"{what}: every β must lie in (0, 1), got {betas}")
     if any(b2 < b1 for b1, b2 in zip(betas, betas[1:])):
         raise ConfigError(f"{what}: β must not decrease, got {betas}")
-    prod = 1.0
-    for b in betas:
-        prod *= 1.0 - b
-    if betas[0] < lo * (1 - 1e-9) or 1.0 - prod > hi * (1 + 1e-9):
-        raise ConfigError(f"{what}: noise levels [{betas[0]:.4g}, {1 - prod:.4g}] leave the training range "
-                          f"[{lo:.4g}, {hi:.4g}]")
+    try:
+        train.check_inside(betas, f"{what}: step")
+    except ScheduleError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _validate_infer(cfg: "Config") -> None:
@@ -430,34 +428,28 @@ def _validate_infer(cfg: "Config") -> None:
             raise ConfigError(f"infer.general_ranges[{k}] must be ordered (high_n <= low_(n+1))")
     if not ic.enabled:
         return
+    train = df.schedule()
     if ic.mode == "step-specific":
         betas = ic.schedule if ic.schedule is not None else df.fast_schedules.get(ic.steps)
         if betas is None:
             raise ConfigError(f"infer.steps={ic.steps}: no such schedule in diffusion.fast_schedules "
                               f"(have {sorted(df.fast_schedules)}); set infer.schedule")
-        _check_schedule(betas, df, "infer.schedule")
+        _check_schedule(betas, train, "infer.schedule")
     else:
         if not ic.general_steps:
             raise ConfigError("infer.general_steps must name at least one step count")
         for k in ic.general_steps:
             if k not in ic.general_ranges:
                 raise ConfigError(f"infer.general_steps has {k} but infer.general_ranges has no {k}-step ranges")
-            _check_schedule([r[0] for r in ic.general_ranges[k]], df, f"infer.general_ranges[{k}] (low corner)")
-            _check_schedule([r[1] for r in ic.general_ranges[k]], df, f"infer.general_ranges[{k}] (high corner)")
+            _check_schedule([r[0] for r in ic.general_ranges[k]], train, f"infer.general_ranges[{k}] (low corner)")
+            _check_schedule([r[1] for r in ic.general_ranges[k]], train, f"infer.general_ranges[{k}] (high corner)")
 
 
-def truncation_steps(cfg: "Config") -> int:
-    """T_trunc: ``truncation.steps``, or the first step whose noise level 1 − ᾱ_t reaches
-    ``truncation.noise_level``."""
-    tc, df = cfg.truncation, cfg.diffusion
-    if tc.steps is not None:
-        return int(tc.steps)
-    ab = 1.0
-    for i in range(df.steps):
-        ab *= 1.0 - (df.beta_start + (df.beta_end - df.beta_start) * i / (df.steps - 1))
-        if 1.0 - ab >= float(tc.noise_level):
-            return i + 1
-    return df.steps
+def truncation_steps(cfg: "Config", train: "NoiseSchedule") -> int:
+    """T_trunc: ``truncation.steps``, or the first step of the training schedule ``train`` whose noise
+    level 1 − ᾱ_t reaches ``truncation.noise_level`` (:meth:`NoiseSchedule.step_reaching`)."""
+    tc = cfg.truncation
+    return int(tc.steps) if tc.steps is not None else train.step_reaching(tc.noise_level)
 
 
 def _validate_truncation(cfg: "Config") -> None:
@@ -487,7 +479,7 @@ def _validate_truncation(cfg: "Config") -> None:
         return
     if cfg.model.conditioning != "mel":
         raise ConfigError("truncation (TDPM) is implemented for mel-conditioned models only")
-    k = truncation_steps(cfg)
+    k = truncation_steps(cfg, df.schedule())
     if not 1 <= k < df.steps:
         raise ConfigError(f"truncation.steps must lie in 1..{df.steps - 1} (T = {df.steps}), got {k}")
     if cfg.infer.enabled and cfg.infer.mode != "step-specific":

@@ -1,8 +1,9 @@
-"""Training losses. The diffusion ε-loss (DiffWave), Mahalanobis under the prior (PriorGrad).
+"""The diffusion ε-loss: DiffWave's, Mahalanobis under PriorGrad's prior.
 
-Forward process (REFERENCE §1–2): t ~ U{1..T}, ε ~ N(0, I), noise = σ ⊙ ε,
-x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) noise. Loss: mean(((ε_θ − noise)/σ)²) — with σ = 1 the paper's
-‖ε − ε_θ‖²; with PriorGrad's σ, ‖ε − ε_θ‖² under Σ⁻¹. ``l1`` uses |·| instead (lmnt-com/diffwave).
+t ~ U{1..T}, ε ~ N(0, I), noise = σ ⊙ ε, x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) noise. Loss
+mean(((ε_θ − noise)/σ)²): with σ = 1 DiffWave's ‖ε − ε_θ(x_t, t)‖² (Kong et al. 2021, eq. 3 with
+the unweighted objective of Ho et al. 2020); with PriorGrad's σ, ‖ε − ε_θ‖² under Σ⁻¹ (Lee et al.
+2022, eq. 6 and Alg. 1). ``l1`` uses |·| instead (as lmnt-com/diffwave trains).
 """
 
 from __future__ import annotations
@@ -35,28 +36,19 @@ class DiffusionLoss:
         if kind not in ("l1", "l2"):
             raise ValueError(f"loss kind must be l1 or l2, got {kind!r}")
         self.kind = kind
-        self.sqrt_ab = torch.tensor(schedule.alpha_bars, dtype=torch.float32).sqrt()
-        self.sqrt_1mab = torch.tensor(1 - schedule.alpha_bars, dtype=torch.float32).sqrt()
-        self._on: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}  # the tables, cached per device
-
-    def _tables(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        if device not in self._on:
-            self._on[device] = (self.sqrt_ab.to(device), self.sqrt_1mab.to(device))
-        return self._on[device]
+        self.schedule = schedule
 
     def q_sample(self, x0: torch.Tensor, std: torch.Tensor, t: torch.Tensor | None = None,
                  generator: torch.Generator | None = None, max_step: int | None = None) -> DiffusionBatch:
-        """Draw t (uniform over 0..max_step−1, default all T) and x_t ~ q(x_t | x_0) under the prior."""
+        """Draw t (uniform over 0..max_step−1, default all T), ε ~ N(0, I) and x_t ~ q(x_t | x_0) under
+        the prior (:meth:`NoiseSchedule.q_sample` with noise σ ⊙ ε)."""
         B = x0.shape[0]
-        T = self.sqrt_ab.numel() if max_step is None else max_step
+        T = len(self.schedule) if max_step is None else max_step
         if t is None:
             t = torch.randint(0, T, (B,), device=x0.device, generator=generator)
         eps = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
         noise = std * eps
-        sqrt_ab, sqrt_1mab = self._tables(x0.device)
-        a = sqrt_ab[t].unsqueeze(1)
-        b = sqrt_1mab[t].unsqueeze(1)
-        return DiffusionBatch(x_t=a * x0 + b * noise, t=t, noise=noise, std=std)
+        return DiffusionBatch(x_t=self.schedule.q_sample(x0, noise, t), t=t, noise=noise, std=std)
 
     def __call__(self, eps_pred: torch.Tensor, batch: DiffusionBatch) -> torch.Tensor:
         d = (eps_pred.squeeze(1).float() - batch.noise.float()) / batch.std.float()

@@ -38,15 +38,18 @@ class DiffusionSampler:
         train: the training schedule β_1..β_T.
         inference: the schedule to sample with (``None``: the training schedule, all T steps).
         clamp: clamp x to [−1, 1] after every step, as the reference implementation does.
+        truncated: the chain ends at a truncation level (TDPM): x_T comes from the implicit prior
+            (``generate``), not from N(0, σ²).
     """
 
-    def __init__(self, train: NoiseSchedule, inference: NoiseSchedule | None = None, clamp: bool = True) -> None:
+    def __init__(self, train: NoiseSchedule, inference: NoiseSchedule | None = None, clamp: bool = True,
+                 truncated: bool = False) -> None:
         self.train = train
         self.full = inference is None
         self.inference = train if inference is None else inference
         self.steps = np.arange(len(train), dtype=np.float64) if self.full else train.align(self.inference)
         self.clamp = clamp
-        self.truncated = False  # set by components.build_sampler: x_T must come from `generate`
+        self.truncated = truncated  # a truncated chain (TDPM): x_T must come from `generate`
         beta = self.inference.betas
         ab = self.inference.alpha_bars
         self.c1 = 1.0 / np.sqrt(1.0 - beta)
@@ -55,8 +58,10 @@ class DiffusionSampler:
         self.sigma = np.sqrt((1.0 - ab_prev) / (1.0 - ab) * beta)
 
     @classmethod
-    def fast(cls, train: NoiseSchedule, betas: Sequence[float], clamp: bool = True) -> "DiffusionSampler":
-        return cls(train, NoiseSchedule(np.asarray(betas, dtype=np.float64)), clamp)
+    def fast(cls, train: NoiseSchedule, betas: Sequence[float], clamp: bool = True,
+             truncated: bool = False) -> "DiffusionSampler":
+        """A few-step sampler over ``betas``, aligned to the training schedule ``train``."""
+        return cls(train, NoiseSchedule(np.asarray(betas, dtype=np.float64)), clamp, truncated)
 
     def __len__(self) -> int:
         return len(self.inference)

@@ -1,11 +1,15 @@
-"""Truncated diffusion with a learned implicit prior (TDPM, Zheng et al., ICLR 2023; REFERENCE §4).
+"""Truncated diffusion with a learned implicit prior (TDPM, Zheng et al., ICLR 2023).
 
 The diffusion chain is cut at T_trunc: the denoiser is trained only on t ≤ T_trunc, and a
 generator G(z, mel) learns the distribution of x_{T_trunc} adversarially. Sampling draws
 x_{T_trunc} = G(z, mel) and runs only the truncated reverse chain (fast, aligned steps).
 
 * Real samples for the discriminator: q(x_{T_trunc} | x_0) = √ᾱ_k x_0 + √(1 − ᾱ_k) σ ⊙ ε (k = T_trunc,
-  σ the prior's std: PriorGrad's Σ_c or 1).
+  σ the prior's std: PriorGrad's Σ_c or 1; :meth:`NoiseSchedule.q_sample`). TDPM eq. 7–8: the
+  implicit prior p_ψ(x_{T_trunc}) replaces N(0, I) at the truncation point.
+
+T_trunc and its level are computed once by :mod:`diffvoc.build` (:func:`~diffvoc.config.truncation_steps`,
+:meth:`NoiseSchedule.level`) and passed to everything here.
 * Generator (:class:`ImplicitPrior`): ``shared`` — the denoiser evaluated at step T_trunc + 1 (an
   embedding row the diffusion loss never trains), as the official code; ``separate`` — a small
   DiffWave. Input z = σ ⊙ ε (``generator_input: prior``) or ε. With ``generator_skip``,
@@ -36,16 +40,11 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-from diffvoc.config import FAST_SCHEDULES, Config, ModelConfig, truncation_steps
+from diffvoc.config import FAST_SCHEDULES, Config, ModelConfig
 from diffvoc.diffusion.schedule import NoiseSchedule
 from diffvoc.errors import ScheduleError
 from diffvoc.models.diffwave import DiffWave
 from diffvoc.models.discriminator import MelDiscriminator
-
-
-def truncation_level(schedule: NoiseSchedule, k: int) -> float:
-    """The noise level 1 − ᾱ_k of x_k (k 1-based)."""
-    return float(1.0 - schedule.alpha_bars[k - 1])
 
 
 def _levels_to_betas(levels: list[float]) -> list[float]:
@@ -57,18 +56,17 @@ def _levels_to_betas(levels: list[float]) -> list[float]:
     return betas
 
 
-def truncated_betas(cfg: Config, reverse_steps: int) -> list[float]:
-    """β of the truncated chain with ``reverse_steps`` steps, ending at the truncation level."""
+def truncated_betas(cfg: Config, train: NoiseSchedule, k: int, reverse_steps: int) -> list[float]:
+    """β of the truncated chain with ``reverse_steps`` steps, ending at the truncation level
+    1 − ᾱ_k of the training schedule ``train`` (k = T_trunc)."""
     if reverse_steps < 1:
         raise ScheduleError("the truncated chain needs at least one reverse step")
     tc, df = cfg.truncation, cfg.diffusion
     if reverse_steps in tc.schedules:
         return [float(b) for b in tc.schedules[reverse_steps]]
-    train = NoiseSchedule.linear(df.beta_start, df.beta_end, df.steps)
-    k = truncation_steps(cfg)
     if reverse_steps == k:  # every training step of the truncated chain
         return [float(b) for b in train.betas[:k]]
-    top = truncation_level(train, k)
+    top = train.level(k)
     base = df.fast_schedules.get(reverse_steps) or FAST_SCHEDULES.get(reverse_steps)
     if base is None:  # geometric levels from β_1 to the truncation level
         levels = list(np.geomspace(df.beta_start, top, reverse_steps)) if reverse_steps > 1 else [top]
@@ -100,11 +98,11 @@ class ImplicitPrior(nn.Module):
     the denoiser passed to :meth:`forward`.
     """
 
-    def __init__(self, cfg: Config, schedule: NoiseSchedule, extra_cond_channels: int = 0) -> None:
+    def __init__(self, cfg: Config, schedule: NoiseSchedule, k: int, extra_cond_channels: int = 0) -> None:
         super().__init__()
         tc = cfg.truncation
-        self.k = truncation_steps(cfg)
-        self.level = truncation_level(schedule, self.k)
+        self.k = k
+        self.level = schedule.level(k)
         self.shared = tc.generator == "shared"
         self.standard_input = tc.generator_input == "standard"
         self.skip = math.sqrt(self.level) if tc.generator_skip else 0.0
@@ -112,14 +110,6 @@ class ImplicitPrior(nn.Module):
                                                      cfg.audio.hop_length, extra_cond_channels)
         if self.net is not None:  # f starts at exactly 0 (DiffWave zeroes the output weights; the bias too)
             nn.init.zeros_(self.net.output_projection.bias)
-
-    @property
-    def calls(self) -> int:
-        """Calls of the big network that G costs (1 shared, 0 separate)."""
-        return 1 if self.shared else 0
-
-    def receptive_field(self, denoiser: DiffWave) -> int:
-        return denoiser.receptive_field() if self.net is None else self.net.receptive_field()
 
     def condition(self, cond_input: torch.Tensor) -> torch.Tensor | None:
         """The separate generator's upsampled conditioner (``None`` for the shared one)."""
@@ -184,16 +174,15 @@ class TruncatedGAN:
     its own update, once ``truncation.gan_start_step`` is reached.
     """
 
-    def __init__(self, cfg: Config, denoiser: DiffWave, schedule: NoiseSchedule, extra_cond_channels: int,
+    def __init__(self, cfg: Config, denoiser: DiffWave, schedule: NoiseSchedule, generator: ImplicitPrior,
                  device: torch.device, world: int = 1) -> None:
         tc = cfg.truncation
         self.cfg, self.world = cfg, world
-        self.generator = ImplicitPrior(cfg, schedule, extra_cond_channels).to(device)
+        self.schedule = schedule
+        self.generator = generator.to(device)
         self.disc = MelDiscriminator(denoiser.cond_channels, tc.discriminator_channels, tc.discriminator_scales,
                                      tc.discriminator_periods, tc.discriminator_resolutions).to(device)
         self.k = self.generator.k
-        ab = float(schedule.alpha_bars[self.k - 1])
-        self.a, self.b = math.sqrt(ab), math.sqrt(1.0 - ab)
         self.g_params = list(denoiser.parameters()) if self.generator.shared else list(self.generator.parameters())
         self.d_params = list(self.disc.parameters())
         betas = tuple(tc.gan_betas)
@@ -208,7 +197,8 @@ class TruncatedGAN:
 
     def real(self, x0: torch.Tensor, std: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """A draw of q(x_{T_trunc} | x_0) = √ᾱ_k x_0 + √(1 − ᾱ_k) σ ⊙ ε."""
-        return self.a * x0 + self.b * (std * eps)
+        t = torch.full((x0.shape[0],), self.k - 1, dtype=torch.long, device=x0.device)
+        return self.schedule.q_sample(x0, std * eps, t)
 
     def fake(self, denoiser: DiffWave, cond_input: torch.Tensor, std: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         den_cond = denoiser.condition(cond_input) if self.generator.shared else None

@@ -52,18 +52,12 @@ def _round(betas: Sequence[float], digits: int = 3) -> list[float]:
     return [float(f"{b:.{digits}g}") for b in betas]
 
 
-def _training_levels(cfg: Config) -> tuple[float, float]:
-    """(1 − ᾱ_1, 1 − ᾱ_T): the noise levels a fast schedule may reach."""
-    b = np.linspace(cfg.diffusion.beta_start, cfg.diffusion.beta_end, cfg.diffusion.steps)
-    return float(b[0]), float(1 - np.prod(1 - b))
-
-
 def is_valid(betas: Sequence[float], cfg: Config) -> bool:
-    """Increasing, in (0, 1) and inside the training range (so that every step can be aligned)."""
-    lo, hi = _training_levels(cfg)
+    """Increasing, in (0, 1) and inside the training range (so that every step can be aligned:
+    :meth:`NoiseSchedule.outside`)."""
     if any(not 0 < b < 1 for b in betas) or any(b2 <= b1 for b1, b2 in zip(betas, betas[1:])):
         return False
-    return betas[0] >= lo * (1 - 1e-9) and 1 - float(np.prod(1 - np.asarray(betas))) <= hi * (1 + 1e-9)
+    return cfg.diffusion.schedule().outside(list(betas)) is None
 
 
 def initial_schedule(cfg: Config, n: int) -> list[float]:

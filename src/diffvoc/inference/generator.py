@@ -97,7 +97,7 @@ class Generator:
         if cfg.prior.kind != "standard":  # the config refuses this already; kept for hand-made configs
             raise DiffvocError(f"{where}: generation uses the standard prior, the model has {cfg.prior.kind!r}")
         self.config, self.path = cfg, ck.path
-        model, _, self.prior = build(cfg, ck.stats)
+        model, self.schedule, self.prior = build(cfg, ck.stats)
         load_weights(model, ck.weights, where)
         self.model = model.to(self.device).eval()
         self.denoiser = DenoiserFactory(self.model, precision, engine)  # conditioner → denoise(x, t)
@@ -117,7 +117,7 @@ class Generator:
 
     def sampler(self, steps: int | None = 6, schedule: list[float] | None = None, full: bool = False) -> DiffusionSampler:
         """The sampler for ``--full``, ``--schedule`` or ``--steps N`` (raises ScheduleError)."""
-        return build_sampler(self.config, steps, schedule, full)
+        return build_sampler(self.config, steps, schedule, full, train=self.schedule)
 
     def check_labels(self, labels: int | Sequence[int] | np.ndarray | None, n: int) -> np.ndarray | None:
         """``n`` labels as int64, or ``None`` for an unconditional model; a clear error otherwise."""

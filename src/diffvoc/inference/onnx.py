@@ -120,7 +120,7 @@ class OnnxVocoder:
         m = torch.as_tensor(np.asarray(mel, dtype=np.float32))
         single = m.dim() == 2
         m = m.unsqueeze(0) if single else m
-        sampler = build_sampler(self.config, steps, schedule, full)
+        sampler = build_sampler(self.config, steps, schedule, full, train=self.schedule)
         mel_in = self.prior.conditioner(m).numpy()
         cond = self.conditioner.run(None, {"mel": mel_in})[0]
         B, length = m.shape[0], m.shape[-1] * self.config.audio.hop_length

@@ -62,7 +62,7 @@ class Vocoder:
         load_weights(model, weights, where)
         self.model = model.to(self.device).eval()
         # truncated diffusion (TDPM): x_{T_trunc} comes from the implicit prior
-        self.implicit = build_implicit_prior(config, self.prior)
+        self.implicit = build_implicit_prior(config, self.schedule, self.prior)
         if self.implicit is not None:
             if self.implicit.net is not None:
                 if "generator" not in (extras or {}):
@@ -116,7 +116,7 @@ class Vocoder:
         return self.mel(padded), len(audio)
 
     def sampler(self, steps: int | None = 6, schedule: list[float] | None = None, full: bool = False) -> DiffusionSampler:
-        return build_sampler(self.config, steps, schedule, full)
+        return build_sampler(self.config, steps, schedule, full, train=self.schedule)
 
     @torch.inference_mode()
     def vocode(self, mel: np.ndarray | torch.Tensor, steps: int | None = 6, schedule: list[float] | None = None,

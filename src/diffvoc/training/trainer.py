@@ -43,7 +43,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from diffvoc.audio import MelSpectrogram
-from diffvoc.build import build, build_sampler, load_weights
+from diffvoc.build import build, build_implicit_prior, build_sampler, load_weights
 from diffvoc.checkpoint import load_checkpoint, save_checkpoint, write_latest
 from diffvoc.config import Config
 from diffvoc.data.dataset import CropDataset, ensure_features, item_labels, load_clips, load_stats
@@ -143,13 +143,14 @@ class Trainer:
         model, self.schedule, self.prior = build(config, self.stats)
         self.model = model.to(self.device)
         self.loss_fn = DiffusionLoss(self.schedule, config.diffusion.loss)
-        self.tdpm = (TruncatedGAN(config, self.model, self.schedule, self.prior.extra_channels, self.device, self.world)
-                     if config.truncation.enabled else None)
-        self.max_t = self.tdpm.k if self.tdpm is not None else None  # diffusion loss on t <= T_trunc only
+        implicit = build_implicit_prior(config, self.schedule, self.prior)  # T_trunc is computed there, once
+        self.truncation_gan = (TruncatedGAN(config, self.model, self.schedule, implicit, self.device, self.world)
+                     if implicit is not None else None)
+        self.max_t = self.truncation_gan.k if self.truncation_gan is not None else None  # diffusion loss on t <= T_trunc only
         groups: list[dict[str, Any]] = [{"params": list(self.model.parameters())}]
-        if self.tdpm is not None and config.infer.enabled and not self.tdpm.generator.shared:
+        if self.truncation_gan is not None and config.infer.enabled and not self.truncation_gan.generator.shared:
             # the infer loss also trains the separate generator (through x_{T_trunc} = G(z, mel))
-            groups.append({"params": list(self.tdpm.generator.parameters()), "lr": config.truncation.generator_lr})
+            groups.append({"params": list(self.truncation_gan.generator.parameters()), "lr": config.truncation.generator_lr})
         fused = {"fused": True} if self.device.type == "cuda" else {"foreach": True}
         self.optimizer = torch.optim.Adam(groups, lr=tc.learning_rate, betas=tuple(tc.adam_betas), **fused)
         self.engine, self.precision = resolve_engine(tc.engine, tc.precision, self.device)
@@ -167,8 +168,8 @@ class Trainer:
             if resumed.train_state.get("scaler"):
                 self.scaler.load_state_dict(resumed.train_state["scaler"])
             self.ema = {k: v.to(self.device).float() for k, v in resumed.weights.items()}
-            if self.tdpm is not None:
-                self.tdpm.load(resumed.extras, resumed.train_state)
+            if self.truncation_gan is not None:
+                self.truncation_gan.load(resumed.extras, resumed.train_state)
         else:
             if init_from is not None:
                 src = load_checkpoint(init_from)
@@ -310,8 +311,8 @@ class Trainer:
             self._check_finite(total, norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        if self.tdpm is not None and self.tdpm.active(self.step):
-            logs.update(self.tdpm.step(self.model, audio, self.prior.conditioner(mel), std, g))
+        if self.truncation_gan is not None and self.truncation_gan.active(self.step):
+            logs.update(self.truncation_gan.step(self.model, audio, self.prior.conditioner(mel), std, g))
         self.step += 1
         self._update_ema()
         out = {"loss": total, "grad_norm": norm, **logs}
@@ -350,13 +351,13 @@ class Trainer:
         with self._autocast():
             x0_hat = unrolled_sample(self.model, self.prior, self.schedule, betas, m, x0.shape[-1], g,
                                      checkpoint=ic.checkpoint, clamp=ic.clamp,
-                                     implicit=self.tdpm.generator if self.tdpm is not None else None)
+                                     implicit=self.truncation_gan.generator if self.truncation_gan is not None else None)
         return self.infer_loss(x0_hat.float(), x0.float()), len(betas)
 
     def _infer_betas(self) -> list[float]:
         """The infer loss's schedule: InferGrad's, or the truncated chain's K-step one."""
-        if self.tdpm is not None:
-            return truncated_betas(self.cfg, self.cfg.infer.steps)
+        if self.truncation_gan is not None:
+            return truncated_betas(self.cfg, self.schedule, self.truncation_gan.k, self.cfg.infer.steps)
         return infer_schedule(self.cfg, self.step)
 
     @torch.no_grad()
@@ -374,8 +375,8 @@ class Trainer:
         torch._foreach_add_(ema_f, live_f, alpha=1 - decay)
         for e, v in zip(ema_o, live_o):
             e.copy_(v)
-        if self.tdpm is not None:
-            self.tdpm.update_ema(decay)
+        if self.truncation_gan is not None:
+            self.truncation_gan.update_ema(decay)
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
@@ -397,7 +398,7 @@ class Trainer:
         self.model.load_state_dict(self.ema)
         self.model.eval()
         try:
-            with self.tdpm.ema_weights() if self.tdpm is not None else contextlib.nullcontext():
+            with self.truncation_gan.ema_weights() if self.truncation_gan is not None else contextlib.nullcontext():
                 yield
         finally:
             self.model.load_state_dict(raw)
@@ -405,9 +406,9 @@ class Trainer:
 
     def _valid_sampler(self) -> DiffusionSampler:
         try:
-            return build_sampler(self.cfg, steps=self.cfg.train.valid_steps)
+            return build_sampler(self.cfg, steps=self.cfg.train.valid_steps, train=self.schedule)
         except DiffvocError:
-            return build_sampler(self.cfg, full=True)
+            return build_sampler(self.cfg, full=True, train=self.schedule)
 
     def _fixed_step_losses(self, audio: torch.Tensor, std: torch.Tensor, cond: torch.Tensor | None,
                            seed: int) -> list[float]:
@@ -430,8 +431,8 @@ class Trainer:
             std = self.prior.std(m, a.shape[-1])
             cond = self.model.condition(self.prior.conditioner(m))
             losses += self._fixed_step_losses(a, std, cond, 1234 + i)
-            gen = (self.tdpm.generator.start_fn(self.model, cond, self.prior.conditioner(m), std)
-                   if self.tdpm is not None else None)
+            gen = (self.truncation_gan.generator.start_fn(self.model, cond, self.prior.conditioner(m), std)
+                   if self.truncation_gan is not None else None)
             x = sampler.sample(lambda x, t: self.model.denoise(x, t, cond), std, 1, a.shape[-1],
                                PositionalNoise(i), device=self.device, generate=gen)
             l1s.append(log_mel_l1(self.mel_fn(x), m).item())
@@ -468,7 +469,7 @@ class Trainer:
             if len(betas) == self.cfg.train.valid_steps and betas == self.cfg.diffusion.fast_schedules.get(len(betas)):
                 return {}
             return {len(betas): DiffusionSampler.fast(self.schedule, betas, self.cfg.diffusion.clamp)}
-        return {k: build_sampler(self.cfg, steps=k) for k in ic.general_steps
+        return {k: build_sampler(self.cfg, steps=k, train=self.schedule) for k in ic.general_steps
                 if k in self.cfg.diffusion.fast_schedules and k != self.cfg.train.valid_steps}
 
     def _validate_generative(self) -> dict[str, float]:
@@ -496,8 +497,8 @@ class Trainer:
         state = {"optimizer": self.optimizer.state_dict(), "step": self.step,
                  "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {}}
         extra = None
-        if self.tdpm is not None:
-            extra, gan_state = self.tdpm.state()
+        if self.truncation_gan is not None:
+            extra, gan_state = self.truncation_gan.state()
             state.update(gan_state)
         path = save_checkpoint(self.run_dir / name, self.cfg, self.stats, self.ema, self.model.state_dict(), state,
                                extra_weights=extra)
