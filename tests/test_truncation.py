@@ -10,16 +10,16 @@ import torch
 import yaml
 from conftest import run_cli, tiny_config_yaml, train_straight_and_resumed
 
-from diffvoc.build import build, build_sampler
+from diffvoc.build import build, build_implicit_prior, build_sampler
 from diffvoc.config import Config, ConfigError, truncation_steps
 from diffvoc.diffusion.loss import DiffusionLoss
 from diffvoc.diffusion.noise import GlobalNoise
 from diffvoc.diffusion.schedule import NoiseSchedule
-from diffvoc.build import build_implicit_prior
-from diffvoc.diffusion.truncation import TruncatedGAN, d_loss, g_loss, r1_penalty, truncated_betas
+from diffvoc.diffusion.truncation import d_loss, g_loss, r1_penalty, truncated_betas
 from diffvoc.errors import ScheduleError
 from diffvoc.inference.vocoder import Vocoder
 from diffvoc.models.discriminator import MelDiscriminator
+from diffvoc.training.truncation_gan import TruncatedGAN
 
 GEN = {"generator_channels": 8, "generator_layers": 2, "generator_cycle": 2, "discriminator_channels": 4,
        "discriminator_scales": 2, "r1_every": 2}

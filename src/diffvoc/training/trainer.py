@@ -21,7 +21,7 @@ steps: loss, gradient norm and finiteness are read every ``train.log_every`` ste
 
 Truncated diffusion (``truncation.enabled``, :mod:`diffvoc.diffusion.truncation`): the diffusion loss is drawn
 only from t ≤ T_trunc, and from ``truncation.gan_start_step`` on every step also runs one
-discriminator phase and one generator phase of :class:`~diffvoc.diffusion.truncation.TruncatedGAN` (their
+discriminator phase and one generator phase of :class:`~diffvoc.training.truncation_gan.TruncatedGAN` (their
 own Adam optimisers); the infer loss, if on, then runs through G and the truncated chain.
 """
 
@@ -37,16 +37,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from diffvoc.audio import MelSpectrogram
-from diffvoc.build import build, build_implicit_prior, build_sampler, load_weights
+from diffvoc.build import build, build_implicit_prior, load_weights
 from diffvoc.checkpoint import load_checkpoint, save_checkpoint, write_latest
 from diffvoc.config import Config
-from diffvoc.data.dataset import CropDataset, ensure_features, item_labels, load_clips, load_stats
+from diffvoc.data.dataset import CropDataset, ensure_features, load_clips, load_stats
 from diffvoc.diffusion.infergrad import (
     InferLoss,
     InferLossTerms,
@@ -55,12 +54,12 @@ from diffvoc.diffusion.infergrad import (
     unrolled_sample,
 )
 from diffvoc.diffusion.loss import DiffusionLoss
-from diffvoc.diffusion.noise import PositionalNoise
-from diffvoc.diffusion.sampler import DiffusionSampler
-from diffvoc.diffusion.spectral import MultiResolutionSTFTLoss, log_mel_l1
-from diffvoc.diffusion.truncation import TruncatedGAN, truncated_betas
+from diffvoc.diffusion.spectral import MultiResolutionSTFTLoss
+from diffvoc.diffusion.truncation import truncated_betas
 from diffvoc.errors import DiffvocError, TrainingError
 from diffvoc.training.engine import FastTrainNetwork, micro_batches
+from diffvoc.training.truncation_gan import TruncatedGAN
+from diffvoc.training.validation import validate_generative, validate_mel
 
 
 def _dist_env() -> tuple[int, int, int]:
@@ -344,7 +343,7 @@ class Trainer:
         frames = min(ic.crop_frames, mel.shape[-1])
         items = min(ic.batch_items or audio.shape[0], audio.shape[0])
         x0, m = audio[:items, : frames * hop], mel[:items, :, :frames]
-        betas = self._infer_betas()
+        betas = self.infer_betas()
         g = infer_noise_generator(self.cfg.train.seed, self.step, self.rank, self.device)
         # the raw module, not the DDP wrapper: its parameters' gradients are summed with the diffusion
         # forward's in the same backward pass, so DDP's reducer still sees one gradient per parameter
@@ -354,7 +353,7 @@ class Trainer:
                                      implicit=self.truncation_gan.generator if self.truncation_gan is not None else None)
         return self.infer_loss(x0_hat.float(), x0.float()), len(betas)
 
-    def _infer_betas(self) -> list[float]:
+    def infer_betas(self) -> list[float]:
         """The infer loss's schedule: InferGrad's, or the truncated chain's K-step one."""
         if self.truncation_gan is not None:
             return truncated_betas(self.cfg, self.schedule, self.truncation_gan.k, self.cfg.infer.steps)
@@ -384,7 +383,7 @@ class Trainer:
         if not self.valid:
             return {}
         with self._ema_weights():
-            out = self._validate_mel() if self.cfg.model.conditioning == "mel" else self._validate_generative()
+            out = validate_mel(self) if self.cfg.model.conditioning == "mel" else validate_generative(self)
         if getattr(self, "_timing_only", False):
             return out
         with open(self.run_dir / "valid.jsonl", "a") as f:
@@ -403,93 +402,6 @@ class Trainer:
         finally:
             self.model.load_state_dict(raw)
             self.model.train()
-
-    def _valid_sampler(self) -> DiffusionSampler:
-        try:
-            return build_sampler(self.cfg, steps=self.cfg.train.valid_steps, train=self.schedule)
-        except DiffvocError:
-            return build_sampler(self.cfg, full=True, train=self.schedule)
-
-    def _fixed_step_losses(self, audio: torch.Tensor, std: torch.Tensor, cond: torch.Tensor | None,
-                           seed: int) -> list[float]:
-        """The diffusion loss of one clip at 5 evenly spaced steps, with fixed noise."""
-        g = torch.Generator(device=self.device).manual_seed(seed)
-        out = []
-        for t in np.linspace(0, (self.max_t or self.cfg.diffusion.steps) - 1, 5).round().astype(int):
-            batch = self.loss_fn.q_sample(audio, std, t=torch.tensor([t], device=self.device), generator=g)
-            out.append(self.loss_fn(self.model.denoise(batch.x_t, batch.t, cond), batch).item())
-        return out
-
-    def _validate_mel(self) -> dict[str, float]:
-        losses, l1s, mrs, samples = [], [], [], []
-        sampler = self._valid_sampler()
-        extra = self._infer_valid_samplers()
-        extra_vals: dict[str, list[float]] = {}
-        for i, (_, audio, mel) in enumerate(self.valid):
-            a = torch.from_numpy(audio).unsqueeze(0).to(self.device)
-            m = torch.from_numpy(mel).unsqueeze(0).to(self.device)
-            std = self.prior.std(m, a.shape[-1])
-            cond = self.model.condition(self.prior.conditioner(m))
-            losses += self._fixed_step_losses(a, std, cond, 1234 + i)
-            gen = (self.truncation_gan.generator.start_fn(self.model, cond, self.prior.conditioner(m), std)
-                   if self.truncation_gan is not None else None)
-            x = sampler.sample(lambda x, t: self.model.denoise(x, t, cond), std, 1, a.shape[-1],
-                               PositionalNoise(i), device=self.device, generate=gen)
-            l1s.append(log_mel_l1(self.mel_fn(x), m).item())
-            sc, mag = self.mr_stft(x.float(), a.float())
-            mrs.append((sc + mag).item())
-            samples.append(x[0].float().cpu())
-            for k, s in extra.items():
-                y = s.sample(lambda x, t: self.model.denoise(x, t, cond), std, 1, a.shape[-1],
-                             PositionalNoise(i), device=self.device, generate=gen)
-                sc, mag = self.mr_stft(y.float(), a.float())
-                extra_vals.setdefault(f"log_mel_l1_{k}steps", []).append(log_mel_l1(self.mel_fn(y), m).item())
-                extra_vals.setdefault(f"mr_stft_{k}steps", []).append((sc + mag).item())
-        if self.writer is not None:
-            for i, x in enumerate(samples[: self.cfg.train.audio_log_clips]):
-                self.writer.add_audio(f"valid/audio_{i}", x.clamp(-1, 1).unsqueeze(0), self.step, self.cfg.audio.sample_rate)
-                self.writer.add_image(f"valid/mel_{i}", _mel_image(self.mel_fn(x.to(self.device)).cpu()), self.step)
-                if self.step == self.cfg.train.valid_every or self.step == 0:
-                    _, ref, mel = self.valid[i]
-                    self.writer.add_audio(f"reference/audio_{i}", torch.from_numpy(ref).unsqueeze(0), 0,
-                                          self.cfg.audio.sample_rate)
-                    self.writer.add_image(f"reference/mel_{i}", _mel_image(torch.from_numpy(mel)), 0)
-        out = {"loss": float(np.mean(losses)), "log_mel_l1": float(np.mean(l1s)), "mr_stft": float(np.mean(mrs))}
-        out.update({k: float(np.mean(v)) for k, v in extra_vals.items()})
-        return out
-
-    def _infer_valid_samplers(self) -> dict[int, DiffusionSampler]:
-        """With the infer loss on: the few-step samplers it trains (step-specific: its schedule;
-        general: the stored schedule of each K in ``general_steps``), besides ``train.valid_steps``."""
-        ic = self.cfg.infer
-        if not ic.enabled:
-            return {}
-        if ic.mode == "step-specific":
-            betas = self._infer_betas()
-            if len(betas) == self.cfg.train.valid_steps and betas == self.cfg.diffusion.fast_schedules.get(len(betas)):
-                return {}
-            return {len(betas): DiffusionSampler.fast(self.schedule, betas, self.cfg.diffusion.clamp)}
-        return {k: build_sampler(self.cfg, steps=k, train=self.schedule) for k in ic.general_steps
-                if k in self.cfg.diffusion.fast_schedules and k != self.cfg.train.valid_steps}
-
-    def _validate_generative(self) -> dict[str, float]:
-        """Class-conditional / unconditional models: diffusion loss on held-out clips at fixed steps
-        and noise, and one generated clip per validation clip's label to TensorBoard."""
-        labels = item_labels(self.cfg.data.path, [c[0] for c in self.valid])
-        sampler = self._valid_sampler()
-        losses = []
-        for i, ((_, audio, _), lab) in enumerate(zip(self.valid, labels)):
-            a = torch.from_numpy(audio).unsqueeze(0).to(self.device)
-            label = torch.tensor([lab], device=self.device)
-            cond = self.model.condition(label=label) if self.cfg.model.conditioning == "class" else None
-            std = self.prior.std(None, a.shape[-1], batch=1, device=self.device)
-            losses += self._fixed_step_losses(a, std, cond, 1234 + i)
-            if self.writer is not None and i < self.cfg.train.audio_log_clips:
-                x = sampler.sample(lambda x, t: self.model.denoise(x, t, cond), std, 1, a.shape[-1],
-                                   PositionalNoise(i), device=self.device)
-                self.writer.add_audio(f"valid/generated_{i}", x[0].float().cpu().unsqueeze(0), self.step,
-                                      self.cfg.audio.sample_rate)
-        return {"loss": float(np.mean(losses))}
 
     def save(self) -> Path:
         """Write ``ckpt-<step>`` atomically, point ``latest`` at it and prune old checkpoints."""
@@ -636,10 +548,3 @@ def _no_rows(trainer: "Trainer"):
         yield
     finally:
         trainer.writer, trainer._timing_only = writer, False
-
-
-def _mel_image(mel: torch.Tensor) -> torch.Tensor:
-    """A log-mel as a [1, H, W] image in [0, 1], low frequencies at the bottom."""
-    m = mel.float()
-    m = (m - m.min()) / (m.max() - m.min()).clamp(min=1e-8)
-    return m.flip(0).unsqueeze(0)
