@@ -126,7 +126,8 @@ def _sampler_text(args: argparse.Namespace) -> str:
 def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     from diffvoc.data.digits import list_digit_clips, load_digit_clips
     from diffvoc.diffusion.schedule import parse_schedule
-    from diffvoc.evaluation.generative import DigitClassifier, RealReference, generation_metrics
+    from diffvoc.evaluation.classifier import DigitClassifier
+    from diffvoc.evaluation.generative import RealReference, generation_metrics
     from diffvoc.inference.generator import Generator, output_name
     from diffvoc.io import atomic_write_wav
 

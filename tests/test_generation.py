@@ -16,6 +16,7 @@ import torch
 from conftest import ROOT, run_cli
 
 import diffvoc.data.digits as D
+import diffvoc.evaluation.classifier as C
 import diffvoc.evaluation.generative as M
 import diffvoc.inference.generator as G
 from diffvoc.build import build
@@ -110,8 +111,8 @@ def tones(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def tiny_classifier(tmp_path_factory, tones) -> Path:
     out = tmp_path_factory.mktemp("clf") / "clf"
-    cfg = M.ClassifierConfig(channels=[4, 8], feature_dim=8)
-    M.train_classifier(tones, out, epochs=3, batch_size=16, cfg=cfg, progress=False)
+    cfg = C.ClassifierConfig(channels=[4, 8], feature_dim=8)
+    C.train_classifier(tones, out, epochs=3, batch_size=16, cfg=cfg, progress=False)
     return out
 
 
@@ -326,7 +327,7 @@ def test_ndb_known_cases():
 def test_classifier_round_trip(tmp_path, tiny_classifier, tones):
     files = sorted(p.name for p in tiny_classifier.iterdir())
     assert files == ["classifier.safetensors", "classifier.yaml"]
-    clf = M.DigitClassifier.load(tiny_classifier)
+    clf = C.DigitClassifier.load(tiny_classifier)
     info = clf.info
     assert set(info["accuracy"]) == {"train", "valid", "test"} and info["test_is_held_out_voices"]
     assert np.allclose(clf.train_label_distribution, 0.1)
@@ -337,7 +338,7 @@ def test_classifier_round_trip(tmp_path, tiny_classifier, tones):
     assert info["accuracy"]["test"] == pytest.approx(float(np.mean(out.predictions == labels)), abs=1e-6)
     # save again and reload: identical outputs
     clf.save(tmp_path / "copy")
-    again = M.DigitClassifier.load(tmp_path / "copy").classify(wavs)
+    again = C.DigitClassifier.load(tmp_path / "copy").classify(wavs)
     np.testing.assert_allclose(again.logits, out.logits, atol=1e-6)
     # another sample rate is resampled to the classifier's
     down = clf.classify(wavs[:, ::2], sample_rate=SR // 2)
@@ -346,18 +347,18 @@ def test_classifier_round_trip(tmp_path, tiny_classifier, tones):
 
 def test_classifier_errors(tmp_path, tiny_classifier):
     with pytest.raises(DiffvocError, match="not a digit classifier"):
-        M.DigitClassifier.load(tmp_path)
+        C.DigitClassifier.load(tmp_path)
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "classifier.yaml").write_text((tiny_classifier / "classifier.yaml").read_text())
     (bad / "classifier.safetensors").write_bytes(b"garbage")
     with pytest.raises(DiffvocError, match="corrupt"):
-        M.DigitClassifier.load(bad)
+        C.DigitClassifier.load(bad)
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "keep.txt").write_text("user data")
     with pytest.raises(DiffvocError, match="not empty"):
-        M.DigitClassifier.load(tiny_classifier).save(busy)
+        C.DigitClassifier.load(tiny_classifier).save(busy)
     assert (busy / "keep.txt").exists()
 
 
@@ -373,7 +374,7 @@ def test_classifier_cli(tmp_path, tones):
 
 
 def test_generation_metrics_and_benchmark(tmp_path, tiny_classifier, tones, ckpts):
-    clf = M.DigitClassifier.load(tiny_classifier)
+    clf = C.DigitClassifier.load(tiny_classifier)
     wavs, labels = D.load_digit_clips(D.list_digit_clips(tones, "train"), SR)
     real = clf.classify(wavs)
     ref = M.RealReference.from_features(real.features, labels, k=5)

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from diffvoc.errors import DiffvocError
-from diffvoc.evaluation.generative import (
+from diffvoc.evaluation.classifier import (
     ClassifierConfig,
     DigitClassifier,
     _check_classifier_out,
