@@ -13,12 +13,13 @@ import soundfile as sf
 
 from diffvoc.cli.corpus import add_parser as add_corpus_parser
 from diffvoc.data import synth as corpus
+from diffvoc.data import voices
 from diffvoc.data.digits import DIGIT_WORDS
 from diffvoc.errors import DiffvocError
 
-HAVE_ENGINE = any(shutil.which(engine) for engine in corpus.ENGINES)
+HAVE_ENGINE = any(shutil.which(engine) for engine in voices.ENGINES)
 needs_engine = pytest.mark.skipif(
-    not HAVE_ENGINE, reason=f"no TTS engine installed (CI runs: {corpus.APT_INSTALL})"
+    not HAVE_ENGINE, reason=f"no TTS engine installed (CI runs: {voices.APT_INSTALL})"
 )
 SPLITS = ("train", "valid", "test", "test_unseen_voice")
 
@@ -35,7 +36,7 @@ def read_split(folder: Path, name: str) -> list[str]:
 @pytest.fixture(scope="module")
 def speech(tmp_path_factory) -> tuple[Path, dict]:
     if not HAVE_ENGINE:
-        pytest.skip(f"no TTS engine installed (CI runs: {corpus.APT_INSTALL})")
+        pytest.skip(f"no TTS engine installed (CI runs: {voices.APT_INSTALL})")
     out = tmp_path_factory.mktemp("speech") / "corpus"
     return out, corpus.make_speech_corpus(out, minutes=0.4, seed=3, jobs=2, progress=False)
 
@@ -43,7 +44,7 @@ def speech(tmp_path_factory) -> tuple[Path, dict]:
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory) -> tuple[Path, dict]:
     if not HAVE_ENGINE:
-        pytest.skip(f"no TTS engine installed (CI runs: {corpus.APT_INSTALL})")
+        pytest.skip(f"no TTS engine installed (CI runs: {voices.APT_INSTALL})")
     out = tmp_path_factory.mktemp("digits") / "corpus"
     return out, corpus.make_digits_corpus(out, n_per_class_per_voice=1, jobs=2, progress=False)
 

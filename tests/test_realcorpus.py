@@ -12,20 +12,23 @@ import pytest
 import soundfile as sf
 from conftest import voiced
 
+import diffvoc.data.analysis as A
+import diffvoc.data.mixed as M
 import diffvoc.data.real as R
+import diffvoc.data.recordings as rec
 from diffvoc.errors import DiffvocError
 
 ASTERISK_EN = "asterisk-core-sounds-en-g722"
-TINY_PACKAGES = [R.KLETTRES, ASTERISK_EN]
+TINY_PACKAGES = [rec.KLETTRES, ASTERISK_EN]
 
 
 def _why_not() -> str | None:
-    missing = R.missing_packages(TINY_PACKAGES)
+    missing = rec.missing_packages(TINY_PACKAGES)
     if missing:
         return f"Debian packages {', '.join(missing)} are not installed (CI runs: apt-get install -y {' '.join(missing)})"
     try:
-        import G722  # noqa: F401
-    except ImportError:
+        rec.require_g722()
+    except DiffvocError:
         return "the g722 package is not installed (pip install g722)"
     return None
 
@@ -69,7 +72,7 @@ def tone_burst(rate: int = 16000, before: float = 0.5, burst: float = 0.6, after
 
 
 def test_trims_silence_to_the_speech_with_margins():
-    a = R.analyse(tone_burst(), 16000)
+    a = A.analyse(tone_burst(), 16000)
     assert a.reject() is None
     assert a.start / 16000 == pytest.approx(0.5 - 0.05, abs=0.02)
     assert a.end / 16000 == pytest.approx(1.1 + 0.05, abs=0.02)
@@ -79,7 +82,7 @@ def test_trims_silence_to_the_speech_with_margins():
 def test_isolated_click_is_trimmed_away():
     x = tone_burst()
     x[1000:1016] = 0.9 * np.array([1, -1] * 8)  # a 1 ms click in the leading silence
-    a = R.analyse(x, 16000)
+    a = A.analyse(x, 16000)
     assert a.start / 16000 > 0.4 and a.reject() is None
 
 
@@ -92,11 +95,11 @@ def test_isolated_click_is_trimmed_away():
     ("too short", tone_burst(burst=0.04), "too short"),
 ])
 def test_rejection_criteria(name, signal, reason):
-    assert R.analyse(signal, 16000).reject() == reason, name
+    assert A.analyse(signal, 16000).reject() == reason, name
 
 
 def test_float_stream_with_a_wrong_gain_is_not_clipped():
-    a = R.analyse(30 * tone_burst(), 16000)  # KLettres' tn files peak far above 1.0, unclipped
+    a = A.analyse(30 * tone_burst(), 16000)  # KLettres' tn files peak far above 1.0, unclipped
     assert a.full_scale > 2 and a.clipped_fraction < 0.002 and a.reject() is None
 
 
@@ -106,19 +109,19 @@ def test_bandwidth_of_a_lowpassed_noise():
     rng = np.random.default_rng(0)
     noise = rng.standard_normal(44100)
     low = sosfiltfilt(butter(12, 7000, fs=44100, output="sos"), noise)
-    assert 6500 < R.bandwidth_hz(low, 44100) < 9000
-    assert R.bandwidth_hz(noise, 44100) > 20000
+    assert 6500 < A.bandwidth_hz(low, 44100) < 9000
+    assert A.bandwidth_hz(noise, 44100) > 20000
 
 
 @needs_packages
 def test_real_files_known_to_be_bad_are_rejected():
-    ml = sorted((R.KLETTRES_DIR / "ml").rglob("*.ogg"))  # Malayalam: recorded with hard clipping
+    ml = sorted((rec.KLETTRES_DIR / "ml").rglob("*.ogg"))  # Malayalam: recorded with hard clipping
     if ml:
-        assert R.analyse(*R.decode(ml[0])).reject() == "clipped"
-    silence = sorted((R.ASTERISK_DIR).glob("en_*/silence/*.g722"))
-    assert silence and R.analyse(*R.decode(silence[0])).reject() == "silent"
-    audio, rate = R.decode(next(R.ASTERISK_DIR.glob("en_*/vm-goodbye.g722")))
-    assert rate == 16000 and audio.shape[1] == 1 and R.analyse(audio, rate).reject() is None
+        assert A.analyse(*rec.decode(ml[0])).reject() == "clipped"
+    silence = sorted((rec.ASTERISK_DIR).glob("en_*/silence/*.g722"))
+    assert silence and A.analyse(*rec.decode(silence[0])).reject() == "silent"
+    audio, rate = rec.decode(next(rec.ASTERISK_DIR.glob("en_*/vm-goodbye.g722")))
+    assert rate == 16000 and audio.shape[1] == 1 and A.analyse(audio, rate).reject() is None
 
 
 # ----------------------------------------------------------------------------- a tiny real corpus
@@ -201,7 +204,7 @@ def test_preprocess_and_validation_clips_are_real(real, tmp_path):
     out, _ = real
     tts = fake_tts_corpus(tmp_path / "tts", n=12)
     mixed = tmp_path / "mixed"
-    R.make_mixed_corpus(mixed, tts, out)
+    M.make_mixed_corpus(mixed, tts, out)
     data = tmp_path / "data"
     preprocess(mixed, data, AudioConfig(), jobs=1)
     record = load_record(data)
@@ -242,7 +245,7 @@ def test_mixed_keeps_held_out_splits_and_applies_shares(real, tmp_path):
     out, _ = real
     tts = fake_tts_corpus(tmp_path / "tts")
     mixed = tmp_path / "mixed"
-    m = R.make_mixed_corpus(mixed, tts, out, {"tts": 0.5, "asterisk": 0.0})
+    m = M.make_mixed_corpus(mixed, tts, out, {"tts": 0.5, "asterisk": 0.0})
     rows = {r[0]: r for r in metadata(mixed)}
     assert all(len(r) == 5 for r in rows.values())
     real_train, tts_train = split(out, "train"), split(tts, "train")
@@ -260,24 +263,24 @@ def test_mixed_keeps_held_out_splits_and_applies_shares(real, tmp_path):
     assert m["band_limited_source"]["asterisk_share_used"] == 0.0
     assert {p.stem for p in (mixed / "wavs").iterdir()} == set(rows)
     # a smaller share is a subset of a larger one
-    bigger = R.make_mixed_corpus(tmp_path / "mixed2", tts, out, {"tts": 0.8, "asterisk": 1.0})
+    bigger = M.make_mixed_corpus(tmp_path / "mixed2", tts, out, {"tts": 0.8, "asterisk": 1.0})
     assert set(train) <= set(split(tmp_path / "mixed2", "train"))
     assert bigger["totals"]["train_clips_by_source"]["asterisk"] > 0
-    default = R.make_mixed_corpus(tmp_path / "mixed3", tts, out)  # the measured default: no G.722 in training
-    assert default["shares"]["asterisk"] == R.BAND_LIMITED_DECISION["default_asterisk_share"] == 0.0
+    default = M.make_mixed_corpus(tmp_path / "mixed3", tts, out)  # the measured default: no G.722 in training
+    assert default["shares"]["asterisk"] == M.BAND_LIMITED_DECISION["default_asterisk_share"] == 0.0
     assert "MR-STFT" in default["band_limited_source"]["measurement"]
 
 
 def test_mixed_refuses_what_is_not_a_corpus(tmp_path):
     (tmp_path / "a").mkdir()
     with pytest.raises(DiffvocError, match="not a synthetic speech corpus"):
-        R.make_mixed_corpus(tmp_path / "out", tmp_path / "a", tmp_path / "a")
+        M.make_mixed_corpus(tmp_path / "out", tmp_path / "a", tmp_path / "a")
 
 
 @pytest.mark.parametrize("spec", ["tts", "tts=2", "voices=0.5", "asterisk=x"])
 def test_bad_shares(spec):
     with pytest.raises(DiffvocError, match="SOURCE=FRACTION"):
-        R.parse_shares([spec])
+        M.parse_shares([spec])
 
 
 # ----------------------------------------------------------------------------- errors and CLI
@@ -286,10 +289,10 @@ def test_bad_shares(spec):
 def test_missing_packages_without_root_is_one_clear_line(tmp_path, monkeypatch, capsys):
     from diffvoc.cli import main
 
-    monkeypatch.setattr(R, "package_version", lambda p: None if p == ASTERISK_EN else "1")
+    monkeypatch.setattr(rec, "package_version", lambda p: None if p == ASTERISK_EN else "1")
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     with pytest.raises(DiffvocError, match=f"missing Debian package.*{ASTERISK_EN}.*apt-get install -y {ASTERISK_EN}"):
-        R.ensure_packages([ASTERISK_EN])
+        rec.ensure_packages([ASTERISK_EN])
     rc = main(["corpus", "real", str(tmp_path / "out"), "--packages", ASTERISK_EN, "--quiet"])
     err = capsys.readouterr().err
     assert rc == 1 and err.count("\n") == 1 and "Traceback" not in err and ASTERISK_EN in err
@@ -304,7 +307,7 @@ def test_unknown_package_and_unwritable_output(tmp_path, capsys):
     blocker = tmp_path / "file.txt"
     blocker.write_text("x")
     if WHY_NOT is None:
-        rc = main(["corpus", "real", str(blocker / "out"), "--packages", R.KLETTRES, "--per-speaker", "1", "--quiet"])
+        rc = main(["corpus", "real", str(blocker / "out"), "--packages", rec.KLETTRES, "--per-speaker", "1", "--quiet"])
         err = capsys.readouterr().err
         assert rc == 1 and err.count("\n") == 1 and "cannot write" in err
 
@@ -314,7 +317,7 @@ def test_refuses_a_folder_that_is_not_a_real_corpus(tmp_path):
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     with pytest.raises(DiffvocError, match="refusing"):
-        R.make_real_corpus(out, packages=[R.KLETTRES], progress=False)
+        R.make_real_corpus(out, packages=[rec.KLETTRES], progress=False)
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
 
 

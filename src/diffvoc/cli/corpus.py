@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from diffvoc.data.real import BAND_LIMITED_DECISION, PACKAGES, make_mixed_corpus, make_real_corpus, parse_shares
-from diffvoc.data.synth import APT_INSTALL, make_digits_corpus, make_speech_corpus
+from diffvoc.data.mixed import BAND_LIMITED_DECISION, make_mixed_corpus, parse_shares
+from diffvoc.data.real import make_real_corpus
+from diffvoc.data.recordings import PACKAGES
+from diffvoc.data.synth import make_digits_corpus, make_speech_corpus
+from diffvoc.data.voices import APT_INSTALL
 
 
 def _run_speech(args: argparse.Namespace) -> int:
