@@ -66,13 +66,14 @@ def test_config_round_trip_and_validation(tmp_path):
     cfg.save(tmp_path / "c.yaml")
     assert Config.load(tmp_path / "c.yaml") == cfg
     assert Config().infer.enabled is False  # old configs (no infer section) load with it off
-    bad = [["infer.mode=sometimes"], ["infer.clamp=soft"], ["infer.phase=gd"], ["infer.weight=-1"],
-           ["infer.crop_frames=2"],  # 512 samples < the 2048-point FFT's padding
-           ["infer.enabled=true", "infer.steps=4"],  # no stored 4-step schedule
-           ["infer.enabled=true", "infer.schedule=[0.5, 0.9]"],  # leaves the training range
-           ["infer.general_ranges={2: [[0.1, 0.3], [0.2, 0.5]]}"],  # overlapping: draws may decrease
-           ["infer.general_ranges={2: [[0.001, 0.01]]}"],  # wrong length
-           ["infer.enabled=true", "infer.mode=general", "infer.general_steps=[4]"]]
+    on = "infer.enabled=true"  # a disabled section is checked for its types and choices only (issue 18)
+    bad = [["infer.mode=sometimes"], ["infer.clamp=soft"], ["infer.phase=gd"], [on, "infer.weight=-1"],
+           [on, "infer.crop_frames=2"],  # 512 samples < the 2048-point FFT's padding
+           [on, "infer.steps=4"],  # no stored 4-step schedule
+           [on, "infer.schedule=[0.5, 0.9]"],  # leaves the training range
+           [on, "infer.general_ranges={2: [[0.1, 0.3], [0.2, 0.5]]}"],  # overlapping: draws may decrease
+           [on, "infer.general_ranges={2: [[0.001, 0.01]]}"],  # wrong length
+           [on, "infer.mode=general", "infer.general_steps=[4]"]]
     for items in bad:
         with pytest.raises(ConfigError):
             Config().with_overrides(items)

@@ -10,10 +10,20 @@ Two mel recipes, chosen by ``AudioConfig.preset``:
 
 Frames: the ``hifigan`` recipe gives ⌊samples / hop⌋ frames, ``lmnt`` gives ⌊samples / hop⌋ + 1.
 Frame ``i`` conditions the samples ``[i·hop, (i+1)·hop)``.
+
+Length limit: memory grows with the length of an input (the waveform, its mel, the output buffer and
+the write-time copies), so every audio file and every mel is refused up front when it is longer than
+:func:`max_seconds` — 10 minutes by default, ``DIFFVOC_MAX_SECONDS`` to change it — with a message
+saying so. The length is read from the file's header before its samples are (``sf.info``, the
+``.npy`` header), so refusing costs nothing.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import re
+import warnings
 from functools import lru_cache
 from pathlib import Path
 
@@ -24,17 +34,49 @@ import torch
 import torch.nn.functional as F
 
 from diffvoc.config import AudioConfig
-from diffvoc.errors import AudioError, MelError
+from diffvoc.errors import AudioError, DiffvocError, MelError
 
 LOG_CLAMP = 1e-5
 MAG_EPS = 1e-9
+MEL_LIMIT = 1e4
+"""The largest magnitude a log-mel value may have (the recipes give about −11.5 … 8, lmnt's 0 … 1)."""
+DEFAULT_MAX_SECONDS = 600.0
+"""The longest audio or mel accepted by default (10 minutes); ``DIFFVOC_MAX_SECONDS`` overrides it."""
 
 
-def load_audio(path: str | Path, sample_rate: int | None = None) -> np.ndarray:
+def max_seconds() -> float:
+    """The length limit for inputs: ``DIFFVOC_MAX_SECONDS`` if set (a positive number), else 600 s."""
+    text = os.environ.get("DIFFVOC_MAX_SECONDS")
+    if not text:
+        return DEFAULT_MAX_SECONDS
+    try:
+        v = float(text)
+    except ValueError:
+        v = math.nan
+    if not (v > 0 and math.isfinite(v)):
+        raise DiffvocError(f"DIFFVOC_MAX_SECONDS must be a positive number of seconds, got {text!r}")
+    return v
+
+
+def check_length(seconds: float, what: str, limit: float | None = None, error: type[DiffvocError] = AudioError) -> None:
+    """Refuse an input ``seconds`` long when that exceeds ``limit`` (default :func:`max_seconds`)."""
+    limit = max_seconds() if limit is None else limit
+    if seconds > limit:
+        raise error(f"{what} is {seconds:.3g} s long, more than the {limit:g} s limit "
+                    f"(memory grows with the length; set DIFFVOC_MAX_SECONDS to allow longer inputs)")
+
+
+def _sndfile_reason(msg: str) -> str:
+    """libsndfile's reason without its ``Error opening '<path>': `` prefix (the error line names the path)."""
+    return re.sub(r"^Error opening .*?: ", "", msg).strip() or msg
+
+
+def load_audio(path: str | Path, sample_rate: int | None = None, limit: float | None = None) -> np.ndarray:
     """Read any soundfile-supported file (wav/flac/ogg, any bit depth) as mono float32.
 
     Multi-channel audio is averaged to mono; audio at another rate is resampled (soxr, high quality)
-    when ``sample_rate`` is given. Raises :class:`AudioError` for a missing, empty or unreadable file.
+    when ``sample_rate`` is given. Raises :class:`AudioError` for a missing, empty or unreadable file
+    and for one longer than ``limit`` seconds (default :func:`max_seconds`; checked from the header).
     """
     path = Path(path)
     if not path.exists():
@@ -42,10 +84,17 @@ def load_audio(path: str | Path, sample_rate: int | None = None) -> np.ndarray:
     if path.is_dir():
         raise AudioError(f"{path} is a folder, not an audio file")
     try:
+        info = sf.info(str(path))
+    except Exception as e:  # soundfile raises LibsndfileError/RuntimeError/TypeError for bad files
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise AudioError(f"cannot read {path} as audio ({_sndfile_reason(msg)})") from None
+    if info.samplerate > 0:
+        check_length(info.frames / info.samplerate, str(path), limit)
+    try:
         audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as e:  # soundfile raises LibsndfileError/RuntimeError/TypeError for bad files
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise AudioError(f"cannot read {path} as audio ({msg})") from None
+        raise AudioError(f"cannot read {path} as audio ({_sndfile_reason(msg)})") from None
     if audio.shape[0] == 0:
         raise AudioError(f"{path} holds no audio samples")
     audio = audio.mean(axis=1)
@@ -66,8 +115,10 @@ def peak_normalize(audio: np.ndarray, peak: float | None) -> np.ndarray:
 
 @lru_cache(maxsize=16)
 def _mel_basis(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None, htk: bool) -> np.ndarray:
-    return librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax,
-                               htk=htk, norm=None if htk else "slaney").astype(np.float32)
+    with warnings.catch_warnings():  # a few empty filters (many bands, a short FFT) are allowed: constant bands
+        warnings.filterwarnings("ignore", message="Empty filters detected", category=UserWarning)
+        return librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax,
+                                   htk=htk, norm=None if htk else "slaney").astype(np.float32)
 
 
 class MelSpectrogram(torch.nn.Module):
@@ -134,30 +185,68 @@ def compute_mel(audio: np.ndarray, cfg: AudioConfig) -> np.ndarray:
         return MelSpectrogram(cfg)(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))).numpy()
 
 
-def check_mel(mel: np.ndarray | torch.Tensor, n_mels: int, what: str = "mel") -> None:
-    """Raise :class:`MelError` unless ``mel`` is ``[n_mels, F]`` or ``[B, n_mels, F]`` and finite."""
+def check_mel(mel: np.ndarray | torch.Tensor, n_mels: int, what: str = "mel", frames: bool = True) -> None:
+    """Raise :class:`MelError` unless ``mel`` is ``[n_mels, F]`` or ``[B, n_mels, F]`` of real numbers and
+    finite (with ``frames=False`` only the shape's rank and band count are checked)."""
+    if not hasattr(mel, "shape") or not hasattr(mel, "dtype"):
+        raise MelError(f"{what}: expected a numpy array or torch tensor, got {type(mel).__name__}")
     shape = tuple(mel.shape)
     if len(shape) not in (2, 3):
         raise MelError(f"{what}: expected [n_mels, frames] or [batch, n_mels, frames], got shape {shape}")
     if shape[-2] != n_mels:
         raise MelError(f"{what}: has {shape[-2]} mel bands, the model expects {n_mels}")
-    if shape[-1] < 1:
+    real = not (mel.is_complex() or mel.dtype == torch.bool) if isinstance(mel, torch.Tensor) else (
+        np.issubdtype(mel.dtype, np.floating) or np.issubdtype(mel.dtype, np.integer))
+    if not real:
+        raise MelError(f"{what}: expected real numbers, got dtype {mel.dtype}")
+    if not frames:
+        return
+    if shape[-1] < 1 or (len(shape) == 3 and shape[0] < 1):
         raise MelError(f"{what}: has no frames")
     finite = torch.isfinite(mel).all().item() if isinstance(mel, torch.Tensor) else np.isfinite(mel).all()
     if not finite:
         raise MelError(f"{what}: holds NaN or infinite values")
+    peak = float(mel.abs().max()) if isinstance(mel, torch.Tensor) else float(np.abs(mel).max())
+    if peak > MEL_LIMIT:
+        raise MelError(f"{what}: holds values as large as {peak:.3g}; a log-mel spectrogram lies within "
+                       f"±{MEL_LIMIT:g} (is this a linear-magnitude or unscaled array?)")
 
 
-def load_mel(path: str | Path, n_mels: int) -> np.ndarray:
-    """Read a mel ``.npy`` written by ``diffvoc mel`` (or a TTS model) and check it."""
-    path = Path(path)
-    if not path.is_file():
+def _open_mel(path: Path, n_mels: int, frame_seconds: float | None) -> np.ndarray:
+    """The mel ``.npy`` at ``path`` memory-mapped, its header checked (kind, dtype, rank, bands, length)."""
+    if not path.exists():
         raise MelError(f"no such file: {path}")
+    if not path.is_file():
+        raise MelError(f"{path} is not a file (a mel .npy was expected)")
     try:
-        mel = np.load(path, allow_pickle=False)
+        head = np.load(path, mmap_mode="r", allow_pickle=False)
     except Exception as e:
         raise MelError(f"cannot read {path} as a .npy array ({type(e).__name__})") from None
-    if not np.issubdtype(mel.dtype, np.floating):
-        raise MelError(f"{path}: mel must be floating point, got {mel.dtype}")
+    if not isinstance(head, np.ndarray):
+        raise MelError(f"{path}: expected one .npy array, got {type(head).__name__}")
+    if not np.issubdtype(head.dtype, np.floating):
+        raise MelError(f"{path}: mel must be floating point, got {head.dtype}")
+    check_mel(head, n_mels, str(path), frames=False)  # rank and bands, before the data is read
+    if frame_seconds is not None:
+        check_length(head.shape[-1] * frame_seconds, f"{path} (a mel of {head.shape[-1]} frames)", error=MelError)
+    return head
+
+
+def probe_mel(path: str | Path, n_mels: int, frame_seconds: float | None = None) -> tuple[int, ...]:
+    """Check a mel ``.npy`` from its header only (see :func:`load_mel`); returns its shape."""
+    return tuple(_open_mel(Path(path), n_mels, frame_seconds).shape)
+
+
+def load_mel(path: str | Path, n_mels: int, frame_seconds: float | None = None) -> np.ndarray:
+    """Read a mel ``.npy`` written by ``diffvoc mel`` (or a TTS model) and check it.
+
+    The header is read first: with ``frame_seconds`` (hop / sample rate) a mel longer than
+    :func:`max_seconds` is refused before its data is read. The values are checked finite after the
+    cast to float32 (a float64 1e300 becomes inf there)."""
+    path = Path(path)
+    head = _open_mel(path, n_mels, frame_seconds)
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow becomes inf, refused just below
+        mel = np.array(head, dtype=np.float32)
+    del head
     check_mel(mel, n_mels, str(path))
-    return mel.astype(np.float32)
+    return mel

@@ -109,4 +109,16 @@ def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], where
         if bad:
             parts.append(f"shape mismatch at {bad[0]}: {tuple(weights[bad[0]].shape)} vs {tuple(own[bad[0]].shape)}")
         raise CheckpointError(f"{where}: weights do not match the config: " + "; ".join(parts))
+    check_finite_weights(weights, where)
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in weights.items()})
+
+
+def check_finite_weights(weights: dict[str, torch.Tensor], where: str) -> None:
+    """Raise :class:`CheckpointError` if a floating-point tensor of ``weights`` holds NaN or infinity (such a
+    network would turn every input into NaN, written as a wav of silence)."""
+    for k, v in weights.items():
+        if not isinstance(v, torch.Tensor):
+            raise CheckpointError(f"{where}: weight {k} is not a tensor")
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            n = int((~torch.isfinite(v)).sum())
+            raise CheckpointError(f"{where}: weight {k} holds {n} NaN or infinite value(s); the checkpoint is corrupt")

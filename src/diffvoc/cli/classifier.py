@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from diffvoc.cli.common import fraction, positive_float, positive_int, positive_int_list, seed_int
 from diffvoc.errors import DiffvocError
 from diffvoc.evaluation.classifier import (
     ClassifierConfig,
@@ -28,10 +29,7 @@ def cmd_classifier_train(args: argparse.Namespace) -> int:
     _check_classifier_out(Path(args.output))
     cfg = ClassifierConfig()
     if args.channels:
-        try:
-            cfg.channels = [int(c) for c in args.channels.split(",")]
-        except ValueError:
-            raise DiffvocError(f"--channels takes comma-separated integers, got {args.channels!r}") from None
+        cfg.channels = list(args.channels)
         if not cfg.channels or min(cfg.channels) < 1 or len(cfg.channels) > 5:
             raise DiffvocError("--channels takes 1 to 5 positive integers")
     clf = train_classifier(args.data, args.output, epochs=args.epochs, batch_size=args.batch_size,
@@ -69,22 +67,22 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                                    "the test split's voices are never seen in training.")
     t.add_argument("--data", required=True, help="digits corpus folder (train/valid/test/<word>/*.wav)")
     t.add_argument("-o", "--output", required=True, help="classifier folder (classifier.safetensors + .yaml)")
-    t.add_argument("--epochs", type=int, default=12)
-    t.add_argument("--batch-size", type=int, default=64)
-    t.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (one-cycle)")
-    t.add_argument("--label-smoothing", type=float, default=0.02,
+    t.add_argument("--epochs", type=positive_int, default=12)
+    t.add_argument("--batch-size", type=positive_int, default=64)
+    t.add_argument("--lr", type=positive_float, default=3e-3, help="peak learning rate (one-cycle)")
+    t.add_argument("--label-smoothing", type=fraction, default=0.02,
                    help="keeps softmax outputs off 0/1 so that mIS stays finite (default 0.02)")
-    t.add_argument("--channels", default=None, metavar="C1,C2,...",
+    t.add_argument("--channels", type=positive_int_list, default=None, metavar="C1,C2,...",
                    help="conv block widths (default 16,32,64,128; 1 to 5 blocks)")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=seed_int, default=0)
     t.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    t.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=cmd_classifier_train)
     e = sub.add_parser("eval", help="accuracy and confusion matrix on a split")
     e.add_argument("--classifier", required=True, help="classifier folder")
     e.add_argument("--data", required=True, help="digits corpus folder")
     e.add_argument("--split", default="test")
-    e.add_argument("--threads", type=int, default=None)
+    e.add_argument("--threads", type=positive_int, default=None)
     e.set_defaults(func=cmd_classifier_eval)
     return p

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 import diffvoc.evaluation.metrics as M
+from diffvoc.cli.common import positive_int, seed_int
 from diffvoc.evaluation.copy_synthesis import evaluate, parse_metrics, parse_steps
 from diffvoc.evaluation.results import check_output, format_table, write_results
 
@@ -69,10 +70,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--split", default=None, help="split of a preprocessed folder (default test)")
     p.add_argument("--steps", default="6", help="comma-separated step counts; the training T means full "
                    "sampling (default 6)")
-    p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N utterances")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=positive_int, default=None, metavar="N", help="only the first N utterances")
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                    help="network precision (default auto: bf16 on CPUs with AMX/AVX512-BF16 and on GPUs, else fp32); "
                         "recorded per system in the results")

@@ -6,11 +6,12 @@ import argparse
 from typing import Any
 
 from diffvoc.checkpoint import load_checkpoint
-from diffvoc.inference.onnx import export_onnx
+from diffvoc.inference.onnx import export_onnx, export_paths
 from diffvoc.inference.vocoder import Vocoder
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    export_paths(args.output)  # the output names are checked before the model is loaded
     vocoder = Vocoder.from_checkpoint(load_checkpoint(args.checkpoint))
     paths = export_onnx(vocoder, args.output)
     print("wrote " + ", ".join(str(p) for p in paths.values()))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from diffvoc.cli.common import nonneg_int
 from diffvoc.evaluation.report import build_report
 
 
@@ -26,12 +27,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="report folder (DIR/index.html)")
     p.add_argument("--runs", nargs="+", action="extend", default=[], metavar="RUN_DIR",
                    help="training runs whose TensorBoard curves to plot")
-    p.add_argument("--max-utterances", type=int, default=8, help="utterances in the samples table (default 8)")
+    p.add_argument("--max-utterances", type=nonneg_int, default=8, help="utterances in the samples table (default 8)")
     p.add_argument("--generated", action="append", default=[], metavar="[NAME=]DIR",
                    help="folder of generated wavs from diffvoc generate or benchmarks/generation.py --save-audio "
                         "(repeatable)")
     p.add_argument("--generation-results", action="append", default=[], metavar="GEN.json",
                    help="FID/IS/mIS/AM/NDB table written by benchmarks/generation.py (repeatable)")
-    p.add_argument("--max-generated", type=int, default=10, help="clips shown per --generated folder (default 10)")
+    p.add_argument("--max-generated", type=nonneg_int, default=10, help="clips shown per --generated folder (default 10)")
     p.set_defaults(func=cmd_report)
     return p

@@ -13,12 +13,23 @@ and writes ``DATA/dataset.yaml`` (items, split, skipped files with the reason) a
 PCM, frames·hop samples) and ``stats.yaml`` (PriorGrad's energy range over the training split).
 ``<key>`` hashes the whole :class:`AudioConfig`, so a changed feature config never reuses stale
 features. Training asks :func:`ensure_features` for its key and computes what is missing.
+
+Each item's features are also keyed by its source file's content: ``features/<key>/sources.json`` holds
+the size, ``mtime_ns`` and SHA-1 of the bytes each item was extracted from. A file whose size or
+modification time changed is hashed again and re-extracted when its bytes differ (one that was only
+touched is not), so a clip replaced under the same name never keeps its old mel. A cache written before
+this index existed is adopted item by item when its features are newer than the source file.
+
+Files longer than :func:`diffvoc.audio.max_seconds` (10 minutes by default) are skipped with that
+reason, before their samples are read.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import io
+import json
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
@@ -27,17 +38,18 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 from diffvoc.audio import compute_mel, frame_energy, load_audio, peak_normalize
 from diffvoc.config import AudioConfig
 from diffvoc.data.digits import DIGIT_WORDS
 from diffvoc.errors import AudioError, DiffvocError
-from diffvoc.io import atomic_save_npy, atomic_write_text
+from diffvoc.io import atomic_save_npy, atomic_write_text, dump_yaml, load_json, load_yaml, read_text, remove_debris
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
 DATASET = "dataset.yaml"
+SOURCES = "sources.json"
 SPLITS = ("train", "valid", "test")
+RECORD_MAX_BYTES = 256 << 20  # dataset.yaml of a large corpus (LJSpeech: about 2 MB)
 
 
 def discover(source: str | Path) -> tuple[list[dict[str, str]], dict[str, list[str]] | None]:
@@ -49,7 +61,7 @@ def discover(source: str | Path) -> tuple[list[dict[str, str]], dict[str, list[s
     split = None
     if src.is_file():
         base = src.parent
-        for n, line in enumerate(src.read_text().splitlines()):
+        for n, line in enumerate(read_text(src, "file list").splitlines()):
             line = line.strip()
             if not line or line.startswith("#"):
                 continue
@@ -57,7 +69,7 @@ def discover(source: str | Path) -> tuple[list[dict[str, str]], dict[str, list[s
             p = p if p.is_absolute() else base / p
             items.append({"id": _item_id(p, base), "path": str(p.resolve())})
     elif (src / "metadata.csv").is_file() and (src / "wavs").is_dir():
-        with open(src / "metadata.csv", newline="", encoding="utf-8") as f:
+        with io.StringIO(read_text(src / "metadata.csv", "metadata file"), newline="") as f:
             for row in csv.reader(f, delimiter="|", quoting=csv.QUOTE_NONE):
                 if not row or not row[0].strip():
                     continue
@@ -73,7 +85,7 @@ def discover(source: str | Path) -> tuple[list[dict[str, str]], dict[str, list[s
         if (src / "splits").is_dir():  # train/valid/test and any extra held-out lists (e.g. an unseen voice)
             split = {name: [] for name in SPLITS}
             for f in sorted((src / "splits").glob("*.txt")):
-                split[f.stem] = f.read_text().split()
+                split[f.stem] = read_text(f, "split list").split()
     elif _is_class_layout(src):  # SC09-like: SPLIT/CLASS/*.wav; labels are the sorted class names' indices
         classes = class_names(src)
         split = {name: [] for name in SPLITS}
@@ -131,26 +143,77 @@ def feature_dir(data_dir: str | Path, cfg: AudioConfig) -> Path:
     return Path(data_dir) / "features" / cfg.feature_key()
 
 
-def _extract(args: tuple[dict[str, str], dict[str, Any], str]) -> tuple[str, str | None, int]:
-    """Worker: compute and store one item's features; returns (id, error or None, frames)."""
+def source_key(path: str | Path) -> dict[str, Any]:
+    """What an item's features are keyed by, besides the audio config: its file's size, ``mtime_ns`` and
+    the SHA-1 of its bytes (read in blocks)."""
+    p = Path(path)
+    st = p.stat()
+    h = hashlib.sha1()
+    with open(p, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha1": h.hexdigest()}
+
+
+def _is_fresh(item: dict[str, Any], entry: dict[str, Any] | None, mel: Path) -> tuple[bool, dict[str, Any] | None]:
+    """Whether ``item``'s cached features (``mel``) still match its source file, and the index entry to keep.
+
+    Same size and ``mtime_ns`` as recorded: fresh. Otherwise the bytes are hashed: the same SHA-1 is fresh
+    (the file was only touched). No entry (a cache older than the index): fresh if the features are newer
+    than the file. A source file that is gone keeps its features (the corpus may have moved)."""
+    if not mel.exists():
+        return False, None
+    try:
+        st = Path(item["path"]).stat()
+    except OSError:
+        return True, entry
+    if entry and entry.get("size") == st.st_size and entry.get("mtime_ns") == st.st_mtime_ns:
+        return True, entry
+    try:
+        now = source_key(item["path"])
+    except OSError:
+        return True, entry
+    if entry:
+        return entry.get("sha1") == now["sha1"], now
+    return mel.stat().st_mtime_ns >= st.st_mtime_ns, now
+
+
+def _load_sources(out: Path) -> dict[str, dict[str, Any]]:
+    """The content index of a feature folder (``{}`` when missing or not a mapping of mappings)."""
+    if not (out / SOURCES).is_file():
+        return {}
+    try:
+        index = load_json(out / SOURCES, "feature index")
+    except DiffvocError:
+        return {}
+    if not isinstance(index, dict):
+        return {}
+    return {k: v for k, v in index.items() if isinstance(v, dict)}
+
+
+def _extract(args: tuple[dict[str, str], dict[str, Any], str]) -> tuple[str, str | None, int, dict[str, Any] | None]:
+    """Worker: compute and store one item's features; returns (id, error or None, frames, source key)."""
     item, cfg_dict, out = args
     torch.set_num_threads(1)
     cfg = AudioConfig(**cfg_dict)
     try:
+        key = source_key(item["path"]) if Path(item["path"]).is_file() else None
         audio = peak_normalize(load_audio(item["path"], cfg.sample_rate), cfg.peak_normalize)
         pcm = np.round(np.clip(audio, -1, 1) * 32767).astype(np.int16)
         audio = pcm.astype(np.float32) / 32767
         if len(audio) < cfg.n_fft:
-            return item["id"], f"too short ({len(audio)} samples, need at least n_fft={cfg.n_fft})", 0
+            return item["id"], f"too short ({len(audio)} samples, need at least n_fft={cfg.n_fft})", 0, None
         mel = compute_mel(audio, cfg)
     except AudioError as e:
-        return item["id"], str(e), 0
+        return item["id"], str(e), 0, None
+    except OSError as e:
+        return item["id"], f"cannot read {item['path']}: {e.strerror or e}", 0, None
     frames = mel.shape[-1]
     need = frames * cfg.hop_length
     pcm = np.pad(pcm, (0, max(0, need - len(pcm))))[:need]
     atomic_save_npy(Path(out) / f"{item['id']}.wav.npy", pcm)
     atomic_save_npy(Path(out) / f"{item['id']}.mel.npy", mel)
-    return item["id"], None, frames
+    return item["id"], None, frames, key
 
 
 def preprocess(source: str | Path, data_dir: str | Path, cfg: AudioConfig, jobs: int | None = None,
@@ -166,15 +229,38 @@ def preprocess(source: str | Path, data_dir: str | Path, cfg: AudioConfig, jobs:
         split["train"] = sorted(set(split["train"]) | (known - listed))
     record = {"source": str(Path(source).resolve()), "items": items, "split": split, "skipped": [],
               "split_fractions": {"valid": valid_fraction, "test": test_fraction}}
-    atomic_write_text(data_dir / DATASET, yaml.safe_dump(record, sort_keys=False))
+    atomic_write_text(data_dir / DATASET, dump_yaml(record, sort_keys=False))
     return ensure_features(data_dir, cfg, jobs=jobs, progress=progress)
 
 
 def load_record(data_dir: str | Path) -> dict[str, Any]:
+    """``DATA/dataset.yaml``, checked: items (each with a string ``id`` and ``path``), split, skipped files."""
     p = Path(data_dir) / DATASET
     if not p.is_file():
         raise DiffvocError(f"{data_dir} is not a preprocessed data folder (no {DATASET}); run `diffvoc preprocess`")
-    return yaml.safe_load(p.read_text())
+    return _check_record(load_yaml(p, "data set record", max_bytes=RECORD_MAX_BYTES), p)
+
+
+def _check_record(record: Any, where: Path) -> dict[str, Any]:
+    """The schema of ``dataset.yaml`` (a one-line error naming ``where`` otherwise)."""
+    def bad(why: str) -> DiffvocError:
+        return DiffvocError(f"{where}: not a data set record of `diffvoc preprocess` ({why}); run it again")
+
+    if not isinstance(record, dict) or not isinstance(record.get("items"), list):
+        raise bad("no list of items")
+    if not all(isinstance(it, dict) and isinstance(it.get("id"), str) and isinstance(it.get("path"), str)
+               for it in record["items"]):
+        raise bad("every item needs a string id and path")
+    split = record.get("split")
+    if split is not None and not (isinstance(split, dict) and all(
+            isinstance(v, list) and all(isinstance(i, str) for i in v) for v in split.values())):
+        raise bad("split must map split names to lists of ids")
+    skipped = record.setdefault("skipped", [])
+    if not isinstance(skipped, list) or not all(isinstance(x, dict) and isinstance(x.get("id"), str) for x in skipped):
+        raise bad("skipped must be a list of {id, path, reason}")
+    if not isinstance(record.get("split_fractions", {}), dict):
+        raise bad("split_fractions must be a mapping")
+    return record
 
 
 def ensure_features(data_dir: str | Path, cfg: AudioConfig, jobs: int | None = None,
@@ -184,8 +270,17 @@ def ensure_features(data_dir: str | Path, cfg: AudioConfig, jobs: int | None = N
     record = load_record(data_dir)
     out = feature_dir(data_dir, cfg)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "audio.yaml", yaml.safe_dump(asdict(cfg), sort_keys=True))
-    todo = [it for it in record["items"] if not (out / f"{it['id']}.mel.npy").exists()]
+    remove_debris(out)  # temporaries of an extraction that was killed
+    atomic_write_text(out / "audio.yaml", dump_yaml(asdict(cfg), sort_keys=True))
+    index = _load_sources(out)
+    todo, fresh = [], {}
+    for it in record["items"]:
+        ok, entry = _is_fresh(it, index.get(it["id"]), out / f"{it['id']}.mel.npy")
+        if ok:
+            if entry is not None:
+                fresh[it["id"]] = entry
+        else:
+            todo.append(it)
     skipped = {s["id"]: s["reason"] for s in record.get("skipped", [])}
     if todo:
         args = [(it, asdict(cfg), str(out)) for it in todo]
@@ -196,18 +291,26 @@ def ensure_features(data_dir: str | Path, cfg: AudioConfig, jobs: int | None = N
                 results = list(_progress(results, len(todo), progress))
         else:
             results = [_extract(a) for a in _progress(args, len(todo), progress)]
-        for rid, err, _ in results:
+        for rid, err, _, key in results:
             if err is not None:
                 skipped[rid] = err
+                for suffix in (".mel.npy", ".wav.npy"):  # features of an earlier version of the file
+                    (out / f"{rid}{suffix}").unlink(missing_ok=True)
+            else:
+                skipped.pop(rid, None)
+                if key is not None:
+                    fresh[rid] = key
         by_id = {it["id"]: it["path"] for it in record["items"]}
         record["skipped"] = [{"id": k, "path": by_id.get(k, ""), "reason": v} for k, v in sorted(skipped.items())]
-        atomic_write_text(data_dir / DATASET, yaml.safe_dump(record, sort_keys=False))
+        atomic_write_text(data_dir / DATASET, dump_yaml(record, sort_keys=False))
     if record.get("split") is None:  # split the usable files only, once, by the hash of their ids
         fr = record.get("split_fractions", {})
         usable = [it["id"] for it in record["items"] if it["id"] not in skipped]
         record["split"] = make_split(usable, fr.get("valid", 0.02), fr.get("test", 0.02))
-        atomic_write_text(data_dir / DATASET, yaml.safe_dump(record, sort_keys=False))
-    train = [i for i in record["split"]["train"] if i not in skipped]
+        atomic_write_text(data_dir / DATASET, dump_yaml(record, sort_keys=False))
+    if todo or fresh != index:
+        atomic_write_text(out / SOURCES, json.dumps(fresh, indent=0, sort_keys=True))
+    train = [i for i in record["split"].get("train", []) if i not in skipped]
     if not train:
         raise DiffvocError(f"{data_dir}: no usable training files ({len(skipped)} skipped)")
     if not (out / "stats.yaml").exists() or todo:
@@ -217,12 +320,16 @@ def ensure_features(data_dir: str | Path, cfg: AudioConfig, jobs: int | None = N
             e = frame_energy(mel, cfg)
             e_min, e_max = min(e_min, float(e.min())), max(e_max, float(e.max()))
         stats = {"energy_min": e_min, "energy_max": e_max, "train_items": len(train)}
-        atomic_write_text(out / "stats.yaml", yaml.safe_dump(stats, sort_keys=True))
+        atomic_write_text(out / "stats.yaml", dump_yaml(stats, sort_keys=True))
     return record
 
 
 def load_stats(data_dir: str | Path, cfg: AudioConfig) -> dict[str, Any]:
-    return yaml.safe_load((feature_dir(data_dir, cfg) / "stats.yaml").read_text())
+    """The energy statistics of a data folder's features for ``cfg`` (checked like a checkpoint's)."""
+    from diffvoc.checkpoint import check_stats
+
+    p = feature_dir(data_dir, cfg) / "stats.yaml"
+    return check_stats(load_yaml(p, "statistics file"), p)
 
 
 def _progress(it, total, enabled):

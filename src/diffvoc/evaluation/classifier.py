@@ -29,7 +29,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import yaml
 
 from diffvoc.config import AudioConfig
 from diffvoc.errors import DiffvocError
@@ -188,7 +187,7 @@ class DigitClassifier:
         """Write ``out/classifier.safetensors`` and ``out/classifier.yaml`` atomically."""
         from safetensors.torch import save_file
 
-        from diffvoc.io import atomic_dir
+        from diffvoc.io import atomic_dir, dump_yaml
 
         out = Path(out)
         _check_classifier_out(out)
@@ -202,7 +201,7 @@ class DigitClassifier:
         state = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
         with atomic_dir(out) as tmp:
             save_file(state, str(tmp / WEIGHTS_NAME))
-            (tmp / META_NAME).write_text(yaml.safe_dump(meta, sort_keys=False))
+            (tmp / META_NAME).write_text(dump_yaml(meta, sort_keys=False))
         return out
 
     @classmethod
@@ -215,12 +214,13 @@ class DigitClassifier:
         if not (p / META_NAME).is_file():
             raise DiffvocError(f"{p} is not a digit classifier (no {META_NAME}); "
                                "train one with `diffvoc classifier train --data DIGITS -o DIR`")
-        try:
-            meta = yaml.safe_load((p / META_NAME).read_text()) or {}
-        except yaml.YAMLError as e:
-            raise DiffvocError(f"{p / META_NAME}: not valid YAML ({str(e).splitlines()[0]})") from None
+        from diffvoc.io import load_yaml
+
+        meta = load_yaml(p / META_NAME, "classifier description") or {}
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise DiffvocError(f"{p / META_NAME} is not a {FORMAT} file")
+        if not isinstance(meta.get("format_version", 0), int) or isinstance(meta.get("format_version"), bool):
+            raise DiffvocError(f"{p / META_NAME}: format_version must be a whole number")
         if int(meta.get("format_version", 0)) > FORMAT_VERSION:
             raise DiffvocError(f"{p / META_NAME} is format version {meta['format_version']}; "
                                f"this diffvoc reads up to {FORMAT_VERSION}")
@@ -228,8 +228,9 @@ class DigitClassifier:
             cfg = ClassifierConfig(**meta["config"])
             norm = meta["normalisation"]
             clf = cls(cfg, norm["mean"], norm["std"], meta.get("info") or {}, device)
-        except (KeyError, TypeError, ValueError) as e:
-            raise DiffvocError(f"{p / META_NAME}: bad classifier description ({e})") from None
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+            raise DiffvocError(f"{p / META_NAME}: bad classifier description ({type(e).__name__}: "
+                               f"{str(e)[:120]})") from None
         if not (p / WEIGHTS_NAME).is_file():
             raise DiffvocError(f"missing {p / WEIGHTS_NAME}")
         try:

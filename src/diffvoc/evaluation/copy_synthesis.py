@@ -20,7 +20,6 @@ which includes everything done before). Which one was used is recorded with the 
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -44,7 +43,7 @@ from diffvoc.config import AudioConfig
 from diffvoc.data.dataset import DATASET, discover, feature_dir, load_record, split_ids
 from diffvoc.errors import AudioError, DiffvocError, ScheduleError
 from diffvoc.evaluation.results import FORMAT, FORMAT_VERSION, summarise
-from diffvoc.io import atomic_dir, atomic_write_wav, cpu_name
+from diffvoc.io import atomic_dir, atomic_write_wav, cpu_name, load_json
 
 __all__ = [
     "Utterance",
@@ -143,8 +142,8 @@ def config_summary(ck: Checkpoint) -> dict[str, Any]:
     step = None
     if ck.path is not None and (Path(ck.path) / "train_state.json").is_file():
         try:
-            step = json.loads((Path(ck.path) / "train_state.json").read_text()).get("step")
-        except (OSError, ValueError):
+            step = load_json(Path(ck.path) / "train_state.json", "training state").get("step")
+        except (DiffvocError, AttributeError):
             step = None
     return {
         "audio": asdict(c.audio), "audio_key": c.audio.feature_key(),

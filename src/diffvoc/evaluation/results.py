@@ -17,7 +17,7 @@ import numpy as np
 
 import diffvoc.evaluation.metrics as M
 from diffvoc.errors import DiffvocError
-from diffvoc.io import atomic_write_text, plain
+from diffvoc.io import atomic_files, plain
 
 FORMAT = "diffvoc-evaluation"
 FORMAT_VERSION = 1
@@ -121,9 +121,72 @@ def write_results(results: dict[str, Any], output: str | Path) -> Path:
     if results["meta"].get("save_audio"):  # lets a report find the audio when both folders move together
         parent = output.resolve().parent
         results["meta"]["save_audio_relative"] = os.path.relpath(results["meta"]["save_audio"], parent)
-    atomic_write_text(output, json.dumps(plain(results, nan_as_none=True), indent=1, allow_nan=False) + "\n")
-    atomic_write_text(md, format_markdown(results))
+    with atomic_files() as files:  # the JSON and its table together, or neither
+        files.write_text(output, json.dumps(plain(results, nan_as_none=True), indent=1, allow_nan=False) + "\n")
+        files.write_text(md, format_markdown(results))
     return md
+
+
+NUMBER = (int, float)
+_STAT = (dict, type(None))
+# The shape `diffvoc report` relies on, checked when a results file is read (:func:`check_results`):
+# a dict gives the required keys and the shape of each value, ``[spec]`` a list of such, a type a leaf.
+RESULTS_SCHEMA: dict[str, Any] = {
+    "format": str,
+    "meta": {"created": str, "data": str, "steps": [int], "seed": int, "device": str, "threads": int,
+             "torch_version": str, "diffvoc_version": str, "timing": str, "peak_memory": str, "utterances": [str],
+             "checkpoints": [{"label": str, "path": str,
+                              "config": {"audio": {"preset": str, "sample_rate": int, "hop_length": int},
+                                         "model": {"residual_channels": int, "residual_layers": int},
+                                         "prior": str, "diffusion_steps": int, "parameters": int}}]},
+    "systems": [{"system": str, "kind": str}],
+    "rows": [{"system": str, "id": str, "metrics": dict}],
+    "summary": [{"system": str, "kind": str, "n": int, "metrics": dict}],
+}
+
+
+def _shape_error(value: Any, spec: Any, where: str) -> str | None:
+    """Where ``value`` departs from ``spec`` (``None`` if it does not)."""
+    if isinstance(spec, dict):
+        if not isinstance(value, dict):
+            return f"{where or 'the file'} must be a mapping"
+        for key, sub in spec.items():
+            if key not in value:
+                return f"{where + '.' if where else ''}{key} is missing"
+            err = _shape_error(value[key], sub, f"{where + '.' if where else ''}{key}")
+            if err:
+                return err
+        return None
+    if isinstance(spec, list):
+        if not isinstance(value, list):
+            return f"{where} must be a list"
+        for i, v in enumerate(value):
+            err = _shape_error(v, spec[0], f"{where}[{i}]")
+            if err:
+                return err
+        return None
+    ok = isinstance(value, spec) and not (spec in (int, NUMBER) and isinstance(value, bool))
+    return None if ok else f"{where} must be {getattr(spec, '__name__', spec)}, got {type(value).__name__}"
+
+
+def check_results(data: Any, path: Path) -> dict[str, Any]:
+    """A results JSON of ``diffvoc evaluate``, checked against :data:`RESULTS_SCHEMA` (and each summary's
+    statistics: ``None`` or ``{mean, ci95}`` numbers) at the read boundary; raises a one-line
+    :class:`DiffvocError` naming the file and the first departure."""
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise DiffvocError(f"{path} is not a results file of `diffvoc evaluate`")
+    err = _shape_error(data, RESULTS_SCHEMA, "")
+    for i, s in enumerate(data["summary"] if err is None else []):
+        for key, stat in [("rtf", s.get("rtf")), *s["metrics"].items()]:
+            if not (stat is None or (isinstance(stat, dict) and all(
+                    stat.get(k) is None or (isinstance(stat.get(k), NUMBER) and not isinstance(stat.get(k), bool))
+                    for k in ("mean", "ci95")))):
+                err = err or f"summary[{i}].{key} must be null or {{mean, ci95}} numbers"
+        if s.get("peak_memory_mb") is not None and not isinstance(s["peak_memory_mb"], NUMBER):
+            err = err or f"summary[{i}].peak_memory_mb must be a number"
+    if err:
+        raise DiffvocError(f"{path}: results of an unexpected shape ({err})")
+    return data
 
 
 def check_output(output: Path) -> None:

@@ -207,9 +207,10 @@ def local_search(objective: Callable[[Sequence[float]], Evaluation], cfg: Config
     return best
 
 
-def write_schedule(checkpoint: str | Path, steps: int, betas: Sequence[float]) -> Path:
+def write_schedule(checkpoint: str | Path, steps: int, betas: Sequence[float], files: Any = None) -> Path:
     """Store ``betas`` as ``diffusion.fast_schedules[steps]`` in the checkpoint's ``config.yaml``
-    (atomically); returns the checkpoint directory written."""
+    (atomically; with ``files``, a :class:`~diffvoc.io.FileSet`, as part of that transaction);
+    returns the checkpoint directory written."""
     from diffvoc.checkpoint import CONFIG, resolve_checkpoint_dir
 
     p = Path(checkpoint)
@@ -221,7 +222,10 @@ def write_schedule(checkpoint: str | Path, steps: int, betas: Sequence[float]) -
     cfg.diffusion.fast_schedules[int(steps)] = [float(b) for b in betas]
     cfg.diffusion.fast_schedules = dict(sorted(cfg.diffusion.fast_schedules.items()))
     cfg.validate()
-    cfg.save(d / CONFIG)
+    if files is not None:
+        files.write_text(d / CONFIG, cfg.to_yaml())
+    else:
+        cfg.save(d / CONFIG)
     return d
 
 
@@ -257,6 +261,15 @@ class SearchResult:
         return "\n".join(rows)
 
 
+def _check_budget(clips: int, max_evals: int | None, points: int | None, seconds: float | None) -> None:
+    """The search's budget: ``clips`` >= 1, ``max_evals`` >= 1, ``points`` >= 2, ``seconds`` > 0 (or None)."""
+    for name, v, low in (("clips", clips, 1), ("max_evals", max_evals, 1), ("points", points, 2)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < low):
+            raise DiffvocError(f"{name} must be a whole number >= {low}, got {v!r}")
+    if seconds is not None and not (isinstance(seconds, (int, float)) and 0 < seconds < math.inf):
+        raise DiffvocError(f"seconds must be a positive, finite number (or None: whole clips), got {seconds!r}")
+
+
 def search_schedule(checkpoint: str | Path, steps: int, data: str | Path | None = None, split: str = "valid",
                     clips: int = 4, seconds: float | None = 1.0, method: str = "local", seed: int = 0,
                     max_evals: int | None = None, points: int | None = None, start: Sequence[float] | None = None,
@@ -270,6 +283,7 @@ def search_schedule(checkpoint: str | Path, steps: int, data: str | Path | None 
 
     if steps < 1:
         raise DiffvocError("--steps must be >= 1")
+    _check_budget(clips=clips, max_evals=max_evals, points=points, seconds=seconds)
     if method not in ("grid", "local", "both"):
         raise DiffvocError(f"method must be grid, local or both, got {method!r}")
     if write and Path(checkpoint).is_file():

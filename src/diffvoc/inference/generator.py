@@ -56,6 +56,9 @@ def clip_samples(cfg: Config, seconds: float | None = None) -> int:
     s = DEFAULT_CLIP_SECONDS if seconds is None else float(seconds)
     if not (math.isfinite(s) and s > 0):
         raise DiffvocError(f"clip length must be a positive number of seconds, got {seconds!r}")
+    from diffvoc.audio import check_length
+
+    check_length(s, "a generated clip", error=DiffvocError)
     n = int(round(s * cfg.audio.sample_rate))
     if n < 1:
         raise DiffvocError(f"{s} s at {cfg.audio.sample_rate} Hz is less than one sample")

@@ -26,7 +26,7 @@ from diffvoc.config import Config
 from diffvoc.diffusion.noise import NoiseSource, PositionalNoise
 from diffvoc.errors import DiffvocError
 from diffvoc.inference.vocoder import Vocoder
-from diffvoc.io import atomic_path, atomic_write_text
+from diffvoc.io import atomic_files, check_writable, load_yaml
 
 OPSET = 17
 
@@ -50,6 +50,7 @@ class _Conditioner(torch.nn.Module):
 
 
 def _paths(output: str | Path) -> dict[str, Path]:
+    """The four files of an export to ``output`` (``model.onnx``)."""
     out = Path(output)
     if out.suffix != ".onnx":
         raise DiffvocError(f"the output must end in .onnx, got {out}")
@@ -58,13 +59,22 @@ def _paths(output: str | Path) -> dict[str, Path]:
             "stats": Path(f"{stem}.stats.yaml")}
 
 
+def export_paths(output: str | Path) -> dict[str, Path]:
+    """The files an export to ``output`` writes, each checked writable (call before any work)."""
+    paths = _paths(output)
+    for p in paths.values():
+        check_writable(p)
+    return paths
+
+
 def export_onnx(vocoder: Vocoder, output: str | Path) -> dict[str, Path]:
-    """Export ``vocoder``'s denoiser and conditioner to ONNX (each file written atomically)."""
+    """Export ``vocoder``'s denoiser and conditioner to ONNX; the four files are written as one set
+    (all of them or none, :func:`diffvoc.io.atomic_files`)."""
     if vocoder.config.model.conditioning != "mel":
         raise DiffvocError("ONNX export supports mel-conditioned models")
     if vocoder.config.truncation.enabled:
         raise DiffvocError("ONNX export does not cover truncated (TDPM) models yet: their implicit prior is not exported")
-    paths = _paths(output)
+    paths = export_paths(output)
     model = vocoder.model.float().cpu().eval()
     cfg = vocoder.config
     frames, hop = 8, cfg.audio.hop_length
@@ -73,19 +83,20 @@ def export_onnx(vocoder: Vocoder, output: str | Path) -> dict[str, Path]:
         cond = model.condition(mel)
     x = torch.randn(1, frames * hop)
     t = torch.tensor([1.5])
-    with warnings.catch_warnings(), atomic_path(paths["denoiser"]) as tmp:
-        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter handles this graph fully
-        torch.onnx.export(_Denoiser(model), (x, t, cond), str(tmp), dynamo=False, opset_version=OPSET,
-                          input_names=["audio", "diffusion_step", "conditioner"], output_names=["eps"],
+    with atomic_files() as files, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter handles these graphs fully
+        # the shape check in DiffWave.forward is constant for the traced graph (its axes are declared dynamic)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        torch.onnx.export(_Denoiser(model), (x, t, cond), str(files.stage(paths["denoiser"])), dynamo=False,
+                          opset_version=OPSET, input_names=["audio", "diffusion_step", "conditioner"],
+                          output_names=["eps"],
                           dynamic_axes={"audio": {0: "batch", 1: "samples"}, "diffusion_step": {0: "batch"},
                                         "conditioner": {0: "batch", 2: "samples"}, "eps": {0: "batch", 2: "samples"}})
-    with warnings.catch_warnings(), atomic_path(paths["conditioner"]) as tmp:
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(_Conditioner(model), (mel,), str(tmp), dynamo=False, opset_version=OPSET,
-                          input_names=["mel"], output_names=["conditioner"],
+        torch.onnx.export(_Conditioner(model), (mel,), str(files.stage(paths["conditioner"])), dynamo=False,
+                          opset_version=OPSET, input_names=["mel"], output_names=["conditioner"],
                           dynamic_axes={"mel": {0: "batch", 2: "frames"}, "conditioner": {0: "batch", 2: "samples"}})
-    atomic_write_text(paths["config"], cfg.to_yaml())
-    atomic_write_text(paths["stats"], yaml.safe_dump(vocoder.stats, sort_keys=True))
+        files.write_text(paths["config"], cfg.to_yaml())
+        files.write_text(paths["stats"], yaml.safe_dump(vocoder.stats, sort_keys=True))
     return paths
 
 
@@ -103,7 +114,9 @@ class OnnxVocoder:
             if not p.is_file():
                 raise DiffvocError(f"missing {p} (written by `diffvoc export`)")
         self.config = Config.load(paths["config"])
-        self.stats = yaml.safe_load(paths["stats"].read_text()) or {}
+        from diffvoc.checkpoint import check_stats
+
+        self.stats = check_stats(load_yaml(paths["stats"], "statistics file"), paths["stats"])
         _, self.schedule, self.prior = build(self.config, self.stats)
         opts = ort.SessionOptions()
         if threads:

@@ -6,6 +6,14 @@ so that memory stays bounded (:meth:`Vocoder.default_chunk`; the fast engine's o
 in length inside a chunk). Noise is keyed by absolute sample position
 (:class:`~diffvoc.diffusion.sampler.PositionalNoise`), so a chunked result equals the whole-file result up
 to the context truncation (tested).
+
+Bounded memory: a mel longer than :attr:`Vocoder.max_seconds` of audio (default
+:func:`~diffvoc.audio.max_seconds`, 10 minutes, ``DIFFVOC_MAX_SECONDS``) is refused up front, because the
+output buffer, the returned array and a wav write of it grow with the length; :meth:`Vocoder.stream` is
+bounded whatever the length and has no limit.
+
+No garbage: a mel is checked (shape, finite) after its cast to float32, and every waveform returned is
+checked finite (a :class:`~diffvoc.errors.MelError` names the mel's value range otherwise).
 """
 
 from __future__ import annotations
@@ -18,13 +26,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from diffvoc.audio import MelSpectrogram, check_mel, load_audio, peak_normalize
+from diffvoc.audio import MelSpectrogram, check_length, check_mel, load_audio, max_seconds, peak_normalize
 from diffvoc.build import build, build_implicit_prior, build_sampler, load_weights
 from diffvoc.checkpoint import Checkpoint, load_checkpoint
 from diffvoc.config import Config
 from diffvoc.diffusion.noise import FirstRowNoise, NoiseSource, PositionalNoise
 from diffvoc.diffusion.sampler import DiffusionSampler
-from diffvoc.errors import CheckpointError, DiffvocError
+from diffvoc.errors import CheckpointError, DiffvocError, MelError
 
 DEFAULT_CHECKPOINT = Path(__file__).parents[1] / "pretrained" / "default"
 
@@ -42,6 +50,31 @@ def _groups(frames: list[int], batch_size: int, max_frames: int) -> list[list[in
     return groups
 
 
+def _limit(seconds: float | None) -> float:
+    """The length limit in seconds: ``seconds``, or :func:`~diffvoc.audio.max_seconds` for ``None``."""
+    if seconds is None:
+        return max_seconds()
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not (0 < seconds < math.inf):
+        raise DiffvocError(f"max_seconds must be a positive, finite number, got {seconds!r}")
+    return float(seconds)
+
+
+def _check_options(**frames: Any) -> None:
+    """The ``*_frames`` options of :meth:`Vocoder.vocode` and friends: ``None`` or a whole number >= 0."""
+    for name, v in frames.items():
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0):
+            raise DiffvocError(f"{name} must be a whole number >= 0, got {v!r}")
+
+
+def _finite_output(wav: np.ndarray, mel: Any) -> np.ndarray:
+    """``wav`` if every sample is finite; otherwise a :class:`MelError` naming the mel's value range."""
+    if np.isfinite(wav).all():
+        return wav
+    m = torch.as_tensor(np.asarray(mel) if not isinstance(mel, torch.Tensor) else mel).float()
+    raise MelError(f"the mel (values {float(m.min()):.3g} .. {float(m.max()):.3g}) gives NaN or infinite audio "
+                   "with this model: its values are far outside what the model was trained on")
+
+
 class Vocoder:
     """A trained diffusion vocoder, ready to sample.
 
@@ -54,8 +87,9 @@ class Vocoder:
     def __init__(self, config: Config, weights: dict[str, torch.Tensor], stats: dict[str, Any] | None = None,
                  device: str | torch.device = "cpu", where: str = "checkpoint",
                  extras: dict[str, Any] | None = None, precision: str = "auto", engine: str = "fast",
-                 compile: bool = False, threads: int | None = None) -> None:
+                 compile: bool = False, threads: int | None = None, max_seconds: float | None = None) -> None:
         self.config = config
+        self._max_seconds = None if max_seconds is None else _limit(max_seconds)
         self.stats = dict(stats or {})
         self.device = torch.device(device)
         model, self.schedule, self.prior = build(config, self.stats)
@@ -78,12 +112,16 @@ class Vocoder:
                         **speed: Any) -> "Vocoder":
         """Load a checkpoint directory, a run directory (newest checkpoint) or an
         lmnt-com/diffwave ``weights.pt``; with no argument, the bundled model.
-        ``speed``: ``precision``, ``engine``, ``compile``, ``threads`` (see :meth:`set_speed`)."""
+        ``speed``: ``precision``, ``engine``, ``compile``, ``threads`` (see :meth:`set_speed`) and
+        ``max_seconds`` (the longest mel accepted, in seconds of audio)."""
         if path is None:
             path = DEFAULT_CHECKPOINT
             if not path.exists():
                 raise CheckpointError("no bundled model is installed with this copy of diffvoc")
-        dev = torch.device(device)
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise DiffvocError(f"unknown device {device!r} (use cpu or cuda)") from None
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise DiffvocError("--device cuda asked for, but CUDA is not available")
         ck = load_checkpoint(path)
@@ -92,6 +130,16 @@ class Vocoder:
     @classmethod
     def from_checkpoint(cls, ck: Checkpoint, device: str | torch.device = "cpu", **speed: Any) -> "Vocoder":
         return cls(ck.config, ck.weights, ck.stats, device, where=str(ck.path), extras=ck.extras, **speed)
+
+    @property
+    def max_seconds(self) -> float:
+        """The longest mel (in seconds of audio) :meth:`vocode` accepts: the ``max_seconds`` given, else
+        :func:`~diffvoc.audio.max_seconds` (``DIFFVOC_MAX_SECONDS`` or 600 s), read at each call."""
+        return _limit(self._max_seconds)
+
+    @max_seconds.setter
+    def max_seconds(self, seconds: float | None) -> None:
+        self._max_seconds = None if seconds is None else _limit(seconds)
 
     @property
     def sample_rate(self) -> int:
@@ -111,7 +159,7 @@ class Vocoder:
 
         The audio is zero-padded to whole frames first, so vocoding the mel covers every sample.
         """
-        audio = peak_normalize(load_audio(path, self.sample_rate), self.config.audio.peak_normalize)
+        audio = peak_normalize(load_audio(path, self.sample_rate, self.max_seconds), self.config.audio.peak_normalize)
         padded = np.pad(audio, (0, -len(audio) % self.hop))
         return self.mel(padded), len(audio)
 
@@ -130,8 +178,8 @@ class Vocoder:
         """
         if self.config.model.conditioning != "mel":
             raise DiffvocError("this model is not mel-conditioned; use `diffvoc generate`")
-        check_mel(mel, self.config.audio.n_mels)
-        m = torch.as_tensor(np.asarray(mel) if not isinstance(mel, torch.Tensor) else mel, dtype=torch.float32)
+        _check_options(chunk_frames=chunk_frames, context_frames=context_frames, fade_frames=fade_frames)
+        m = self._as_mel(mel)
         single = m.dim() == 2
         m = (m.unsqueeze(0) if single else m).to(self.device)
         sampler = self.sampler(steps, schedule, full)
@@ -140,8 +188,21 @@ class Vocoder:
             context_frames = self.default_context(len(sampler))
         chunk_frames = self.default_chunk() if chunk_frames is None else chunk_frames
         out = self._vocode_chunked(m, sampler, noise, chunk_frames, context_frames, fade_frames)
-        out = out.float().cpu().numpy()
+        out = _finite_output(out.float().cpu().numpy(), m)
         return out[0] if single else out
+
+    def _as_mel(self, mel: Any, what: str = "mel") -> torch.Tensor:
+        """``mel`` as a float32 tensor, checked after the cast (shape, bands, finite) and against
+        :attr:`max_seconds`."""
+        check_mel(mel, self.config.audio.n_mels, what, frames=False)
+        try:
+            m = torch.as_tensor(np.asarray(mel) if not isinstance(mel, torch.Tensor) else mel, dtype=torch.float32)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise MelError(f"{what}: not an array of numbers ({str(e)[:80]})") from None
+        check_mel(m, self.config.audio.n_mels, what)
+        check_length(m.shape[-1] * self.hop / self.sample_rate, f"{what} ({m.shape[-1]} frames)", self.max_seconds,
+                     MelError)
+        return m
 
     def default_chunk(self) -> int:
         """Frames per chunk when none is given: 2048 (~24 s at 22.05 kHz; the context adds ~2.5 %)
@@ -213,6 +274,9 @@ class Vocoder:
         """
         if self.config.model.conditioning != "mel":
             raise DiffvocError("this model is not mel-conditioned")
+        _check_options(chunk_frames=chunk_frames, context_frames=context_frames, fade_frames=fade_frames)
+        if chunk_frames < 1:
+            raise DiffvocError(f"chunk_frames must be >= 1 for streaming, got {chunk_frames!r}")
         sampler = self.sampler(steps, schedule, full)
         noise = PositionalNoise(seed)
         ctx = self.default_context(len(sampler)) if context_frames is None else context_frames
@@ -238,14 +302,18 @@ class Vocoder:
             acc[:, start - emitted:end - emitted] += seg[:, start - lo * hop:]
 
         for block in blocks:
+            check_mel(block, self.config.audio.n_mels, "streamed mel block", frames=False)
+            if np.asarray(block).ndim != 2:
+                raise MelError("streamed mel block: expected [n_mels, frames]")
+            block = torch.as_tensor(np.asarray(block, np.float32))
             check_mel(block, self.config.audio.n_mels, "streamed mel block")
-            buf = torch.cat([buf, torch.as_tensor(np.asarray(block, np.float32), device=self.device)[None]], dim=-1)
+            buf = torch.cat([buf, block.to(self.device)[None]], dim=-1)
             while base + buf.shape[-1] >= a + chunk + ctx + fade:
                 add(*run(a + chunk, None))
                 a += chunk
                 ready = a * hop - fade * hop // 2 - emitted
                 if ready > 0:
-                    yield acc[0, :ready].float().cpu().numpy()
+                    yield _finite_output(acc[0, :ready].float().cpu().numpy(), buf)
                     acc, emitted = acc[:, ready:], emitted + ready
                 keep = max(0, a - ctx - fade) - base  # drop frames no later chunk needs
                 buf, base = buf[..., keep:], base + keep
@@ -253,13 +321,13 @@ class Vocoder:
         if total == 0:
             return
         if a == 0 and total <= chunk + 2 * fade:  # short input: one pass, as vocode() does
-            yield self._segment(buf, sampler, noise, 0)[0].float().cpu().numpy()
+            yield _finite_output(self._segment(buf, sampler, noise, 0)[0].float().cpu().numpy(), buf)
             return
         while a < total:
             b = min(a + chunk, total)
             add(*run(b, total))
             a = b
-        yield acc[0, : total * hop - emitted].float().cpu().numpy()
+        yield _finite_output(acc[0, : total * hop - emitted].float().cpu().numpy(), buf)
 
     # ---- speed (issue 7; diffvoc.inference.engine) --------------------------------------------------------
     def set_speed(self, precision: str = "auto", engine: str = "fast", compile: bool = False,
@@ -275,6 +343,8 @@ class Vocoder:
         if engine not in ENGINES:
             raise DiffvocError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
         dtype = resolve_precision(precision, self.device, engine)  # fails early on an unsupported choice
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 0):
+            raise DiffvocError(f"threads must be a whole number >= 1, got {threads!r}")
         if threads:
             torch.set_num_threads(int(threads))
         self.precision = "bf16" if dtype == torch.bfloat16 else "fp32"
@@ -308,10 +378,17 @@ class Vocoder:
         chunk are vocoded alone, in chunks."""
         if self.config.model.conditioning != "mel":
             raise DiffvocError("this model is not mel-conditioned; use `diffvoc generate`")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise DiffvocError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+        _check_options(chunk_frames=chunk_frames, **{k: v for k, v in kw.items() if k.endswith("_frames")})
+        if isinstance(mels, (np.ndarray, torch.Tensor)) or not all(hasattr(m, "shape") for m in mels):
+            raise DiffvocError("vocode_batch takes a list of 2-D mels [n_mels, frames]")
+        mels = list(mels)
         for m in mels:
-            check_mel(m, self.config.audio.n_mels)
+            check_mel(m, self.config.audio.n_mels, frames=False)
             if np.asarray(m).ndim != 2:
                 raise DiffvocError("vocode_batch takes a list of 2-D mels [n_mels, frames]")
+        mels = [self._as_mel(m).numpy() for m in mels]  # checked after the cast to float32
         sampler = self.sampler(steps, schedule, full)
         if self.implicit is not None:  # truncated models: x_{T_trunc} per item from the implicit prior
             return [self.vocode(m, steps=steps, schedule=schedule, full=full, seed=seed,
@@ -344,7 +421,7 @@ class Vocoder:
             noise = FirstRowNoise(PositionalNoise(seed))
             wav = sampler.sample(denoise, std, len(idx), length, noise, start=0, device=self.device)
             for j, i in enumerate(idx):
-                out[i] = wav[j, :lengths[j]].float().cpu().numpy()
+                out[i] = _finite_output(wav[j, :lengths[j]].float().cpu().numpy(), mels[i])
         return out  # type: ignore[return-value]
 
     def vocode_file(self, path: str | Path, **kw: Any) -> np.ndarray:

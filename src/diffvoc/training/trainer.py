@@ -23,6 +23,10 @@ Truncated diffusion (``truncation.enabled``, :mod:`diffvoc.diffusion.truncation`
 only from t ≤ T_trunc, and from ``truncation.gan_start_step`` on every step also runs one
 discriminator phase and one generator phase of :class:`~diffvoc.training.truncation_gan.TruncatedGAN` (their
 own Adam optimisers); the infer loss, if on, then runs through G and the truncated chain.
+
+After a kill: every start of training removes the temporaries (half-written checkpoint folders, files)
+a killed process left in the run directory (:func:`diffvoc.io.remove_debris`), and ``--resume`` drops
+the ``valid.jsonl`` rows of the steps it will replay (step > the resumed step) and any torn last line.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from diffvoc.audio import MelSpectrogram
-from diffvoc.build import build, build_implicit_prior, load_weights
+from diffvoc.build import build, build_implicit_prior, check_finite_weights, load_weights
 from diffvoc.checkpoint import load_checkpoint, save_checkpoint, write_latest
 from diffvoc.config import Config
 from diffvoc.data.dataset import CropDataset, ensure_features, load_clips, load_stats
@@ -56,7 +60,8 @@ from diffvoc.diffusion.infergrad import (
 from diffvoc.diffusion.loss import DiffusionLoss
 from diffvoc.diffusion.spectral import MultiResolutionSTFTLoss
 from diffvoc.diffusion.truncation import truncated_betas
-from diffvoc.errors import DiffvocError, TrainingError
+from diffvoc.errors import CheckpointError, DiffvocError, TrainingError
+from diffvoc.io import atomic_write_text, remove_debris
 from diffvoc.training.engine import FastTrainNetwork, micro_batches
 from diffvoc.training.truncation_gan import TruncatedGAN
 from diffvoc.training.validation import validate_generative, validate_mel
@@ -108,6 +113,10 @@ class Trainer:
                  device: str | None = None, overrides: list[str] | None = None, progress: bool = True) -> None:
         self.run_dir = Path(run_dir)
         self.rank, self.world, self.local_rank = _dist_env()
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise DiffvocError(f"--run-dir {self.run_dir} exists and is not a folder")
+        if self.rank == 0:
+            remove_debris(self.run_dir)
         resumed = None
         if resume:
             if not (self.run_dir / "latest").is_file():
@@ -162,8 +171,15 @@ class Trainer:
         self.step = 0
         if resumed is not None:
             load_weights(self.model, resumed.raw_weights, str(resumed.path))
-            self.optimizer.load_state_dict(resumed.train_state["optimizer"])
+            check_finite_weights(resumed.weights, str(resumed.path))
+            try:
+                self.optimizer.load_state_dict(resumed.train_state["optimizer"])
+            except (ValueError, KeyError, TypeError, RuntimeError) as e:
+                raise CheckpointError(f"{resumed.path}: the optimizer state does not fit this model "
+                                      f"({str(e).splitlines()[0][:120]})") from None
             self.step = int(resumed.train_state["step"])
+            if self.rank == 0:
+                _trim_valid_log(self.run_dir / "valid.jsonl", self.step)
             if resumed.train_state.get("scaler"):
                 self.scaler.load_state_dict(resumed.train_state["scaler"])
             self.ema = {k: v.to(self.device).float() for k, v in resumed.weights.items()}
@@ -532,6 +548,26 @@ class Trainer:
             self.writer.close()
         if self.world > 1 and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _trim_valid_log(path: Path, step: int) -> None:
+    """Keep the rows of ``valid.jsonl`` up to ``step`` (a resumed run replays the later steps and logs them
+    again); a torn or unreadable line, as a kill mid-write leaves, is dropped too."""
+    if not path.is_file():
+        return
+    keep, changed = [], False
+    for line in path.read_bytes().decode("utf-8", "replace").splitlines():
+        try:
+            row = json.loads(line)
+            ok = isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step
+        except ValueError:
+            ok = False
+        if ok:
+            keep.append(line)
+        else:
+            changed = True
+    if changed:
+        atomic_write_text(path, "".join(f"{line}\n" for line in keep))
 
 
 def _floats(logs: dict[str, Any]) -> dict[str, Any]:
