@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args, get_origin, get_type_hints
@@ -20,7 +21,7 @@ from diffvoc.errors import ConfigError, ScheduleError
 if TYPE_CHECKING:
     from diffvoc.diffusion.schedule import NoiseSchedule
 
-# DiffWave's paper fast schedules (REFERENCE §1) and PriorGrad's official 12-step schedule (§2).
+# DiffWave's paper fast schedules (DiffWave, Kong et al., ICLR 2021) and PriorGrad's official 12-step schedule (§2).
 # The 2- and 3-step schedules are ours: no paper publishes one for DiffWave's T=50
 # linspace(1e-4, 0.05) training schedule. A WaveGrad-style grid (`diffvoc search-schedule --method
 # grid`, 25 and 61 schedules) on the CPU convergence benchmark's base models (C=32, L=10, 1,200
@@ -38,7 +39,7 @@ FAST_SCHEDULES: dict[int, list[float]] = {
     12: [1e-4, 5e-4, 8e-4, 1e-3, 5e-3, 8e-3, 0.01, 0.05, 0.08, 0.1, 0.2, 0.5],
 }
 
-# InferGrad "general" mode (REFERENCE §3, unverified): for each step count K, one [low, high] range
+# InferGrad "general" mode (InferGrad, Chen et al., ICASSP 2022; unverified): for each step count K, one [low, high] range
 # per reverse step, noisiest last. Every range contains the default K-step schedule above; the
 # ranges are ordered (high_n <= low_{n+1}) so every draw is increasing, and the all-high corner
 # stays inside the T=50 training range (1 − Π(1 − high) <= 1 − ᾱ_T = 0.7203).
@@ -84,7 +85,7 @@ AUDIO_PRESETS: dict[str, dict[str, Any]] = {
 
 @dataclass
 class ModelConfig:
-    """The DiffWave denoiser ε_θ(x_t, t, c) (REFERENCE §1)."""
+    """The DiffWave denoiser ε_θ(x_t, t, c) (DiffWave, Kong et al., ICLR 2021)."""
 
     residual_channels: int = 64
     residual_layers: int = 30
@@ -128,7 +129,7 @@ DIFFUSION_PRESETS: dict[str, dict[str, Any]] = {
 
 @dataclass
 class PriorConfig:
-    """Which prior N(0, Σ) the diffusion uses: ``standard`` (Σ = I) or ``priorgrad`` (REFERENCE §2)."""
+    """Which prior N(0, Σ) the diffusion uses: ``standard`` (Σ = I) or ``priorgrad`` (PriorGrad, Lee et al., ICLR 2022)."""
 
     kind: str = "standard"  # "standard" | "priorgrad"
     sigma_min: float = 0.1
@@ -173,7 +174,7 @@ class TrainConfig:
 
 @dataclass
 class InferConfig:
-    """InferGrad's infer loss (Chen et al., ICASSP 2022; REFERENCE §3; :mod:`diffvoc.diffusion.infergrad`).
+    """InferGrad's infer loss (Chen et al., ICASSP 2022; InferGrad, Chen et al., ICASSP 2022; :mod:`diffvoc.diffusion.infergrad`).
 
     Training adds ``weight`` · L_infer(x̂_0, x_0) to the diffusion loss, where x̂_0 is produced from
     the prior's noise by the K-step reverse process, run with gradients. Everything InferGrad does
@@ -187,7 +188,7 @@ class InferConfig:
       ``[low, high]`` per reverse step, noisiest last, ``high_n <= low_{n+1}`` so the schedule is
       increasing; the all-``high`` corner must lie inside the training range). The draw is a pure
       function of (``train.seed``, step), so ``--resume`` stays exact and all DDP ranks agree.
-    * the loss: ``magnitude_weight`` × MR-STFT (REFERENCE §5 resolutions) + ``phase_weight`` ×
+    * the loss: ``magnitude_weight`` × MR-STFT (Parallel WaveGAN's MR-STFT, Yamamoto et al., ICASSP 2020 resolutions) + ``phase_weight`` ×
       the anti-wrapping phase loss of APNet (``phase``: ``anti_wrapping`` or ``none``) on one STFT of
       ``phase_fft``/``phase_hop``/``phase_win``, its bins weighted by the target magnitude
       (``phase_weighting``: ``magnitude`` or ``none``).
@@ -225,12 +226,12 @@ class InferConfig:
 
 @dataclass
 class TruncationConfig:
-    """Truncated diffusion with a learned implicit prior (TDPM, REFERENCE §4; :mod:`diffvoc.diffusion.truncation`).
+    """Truncated diffusion with a learned implicit prior (TDPM, TDPM, Zheng et al., ICLR 2023; :mod:`diffvoc.diffusion.truncation`).
 
     The diffusion loss is applied only on t ≤ T_trunc (``steps``, or the first step whose noise
     level 1 − ᾱ_t reaches ``noise_level``); a generator G(z, mel) learns x_{T_trunc} adversarially
     against a mel-conditioned 1-D discriminator, and sampling runs G then the truncated reverse
-    chain. REFERENCE constants: non-saturating loss, lazy R1 (``r1_gamma`` in 0.01–1, every
+    chain. the paper's constants: non-saturating loss, lazy R1 (``r1_gamma`` in 0.01–1, every
     ``r1_every`` = 16 steps), Adam learning rates 2e-4 (diffusion: ``train.learning_rate``),
     ``generator_lr`` 2e-5 and ``discriminator_lr`` 2.5e-3 with betas (0, 0.99) for both GAN optimisers.
 
@@ -266,7 +267,7 @@ class TruncationConfig:
     generator_lr: float = 2e-5
     discriminator_lr: float = 2.5e-3
     gan_betas: list[float] = field(default_factory=lambda: [0.0, 0.99])
-    r1_gamma: float = 0.01  # REFERENCE range 0.01–1; larger values kept D at chance in CPU tests
+    r1_gamma: float = 0.01  # TDPM's range 0.01–1; larger values kept D at chance in CPU tests
     r1_every: int = 16
     gan_weight: float = 1.0  # weight of the generator's adversarial loss
     gan_start_step: int = 0
@@ -305,16 +306,7 @@ class Config:
     @classmethod
     def load(cls, path: str | Path) -> "Config":
         """Read a YAML config; presets named in it are applied first (see :func:`apply_presets`)."""
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        try:
-            d = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
-        if not isinstance(d, dict):
-            raise ConfigError(f"{p}: a config must be a YAML mapping")
-        return cls.from_dict(apply_presets(d))
+        return cls.from_dict(apply_presets(_read_yaml_mapping(path)))
 
     def with_overrides(self, items: list[str]) -> "Config":
         """Apply ``section.key=value`` strings (values parsed as YAML) and validate the result."""
@@ -331,13 +323,11 @@ class Config:
                 node = node[p]
             if not isinstance(node, dict) or parts[-1] not in node:
                 raise ConfigError(f"unknown config key {key!r}")
-            try:
-                node[parts[-1]] = yaml.safe_load(raw)
-            except yaml.YAMLError:
-                raise ConfigError(f"cannot parse value of {key!r}: {raw!r}") from None
+            node[parts[-1]] = _parse_value(key, raw)
         return Config.from_dict(d)
 
     def validate(self) -> "Config":
+        _check_ranges(self)
         a, m, df, pr = self.audio, self.model, self.diffusion, self.prior
         if a.preset not in AUDIO_PRESETS:
             raise ConfigError(f"audio.preset must be one of {sorted(AUDIO_PRESETS)}, got {a.preset!r}")
@@ -348,6 +338,9 @@ class Config:
             raise ConfigError("audio.win_length must not exceed audio.n_fft")
         if a.hop_length > a.n_fft:
             raise ConfigError("audio.hop_length must not exceed audio.n_fft")
+        if a.n_mels > a.n_fft // 2 + 1:
+            raise ConfigError(f"audio.n_mels ({a.n_mels}) must not exceed the {a.n_fft // 2 + 1} frequency bins "
+                              f"of audio.n_fft={a.n_fft}")
         fmax = a.fmax if a.fmax is not None else a.sample_rate / 2
         if not 0 <= a.fmin < fmax <= a.sample_rate / 2 + 1e-6:
             raise ConfigError(f"need 0 <= fmin < fmax <= sample_rate/2, got fmin={a.fmin} fmax={fmax}")
@@ -384,9 +377,115 @@ class Config:
             raise ConfigError(f"train.micro_batch must be a whole number >= 0, got {self.train.micro_batch!r}")
         if self.data.crop_frames < 1 or self.train.batch_size < 1:
             raise ConfigError("data.crop_frames and train.batch_size must be positive")
+        if len(self.train.adam_betas) != 2:
+            raise ConfigError(f"train.adam_betas must be two numbers, got {self.train.adam_betas!r}")
         _validate_infer(self)
         _validate_truncation(self)
         return self
+
+
+# The allowed range of every number in a :class:`Config`, checked by one pass over all its fields
+# (:func:`_check_ranges`) before any other validation: "section.field" -> (low, high, bounds), bounds
+# "[]" closed, "(]", "[)", "()" open at that end; for a list or dict field every number in it (dict
+# keys included) is checked. A section with an ``enabled`` flag that is off is checked for its types
+# only (YAML → dataclass coercion), not its ranges. Every number field of Config must be listed here
+# (tests/test_bad_input.py checks), so a new field gets its range when it is added.
+_BIG = 10**12
+_INF = math.inf
+RANGES: dict[str, tuple[float, float, str]] = {
+    "audio.sample_rate": (1000, 384000, "[]"), "audio.n_fft": (16, 65536, "[]"),
+    "audio.hop_length": (1, 65536, "[]"), "audio.win_length": (1, 65536, "[]"), "audio.n_mels": (1, 1024, "[]"),
+    "audio.fmin": (0, _INF, "[)"), "audio.fmax": (0, _INF, "()"), "audio.peak_normalize": (0, 1, "(]"),
+    "model.residual_channels": (1, 4096, "[]"), "model.residual_layers": (1, 1024, "[]"),
+    "model.dilation_cycle": (1, 24, "[]"), "model.n_classes": (1, 100000, "[]"),
+    "model.upsample_factors": (1, 65536, "[]"),
+    "diffusion.steps": (2, 100000, "[]"), "diffusion.beta_start": (0, 1, "()"), "diffusion.beta_end": (0, 1, "()"),
+    "diffusion.fast_schedules": (0, 100000, "()"),  # keys: step counts; values: β in (0, 1) (see _check_fast)
+    "prior.sigma_min": (0, 1, "(]"), "prior.energy_max": (0, _INF, "()"),
+    "data.crop_frames": (1, 10**6, "[]"), "data.num_workers": (0, 256, "[]"), "data.valid_clips": (0, 10**5, "[]"),
+    "data.valid_seconds": (0, 3600, "(]"),
+    "train.batch_size": (1, 10**6, "[]"), "train.learning_rate": (0, 10, "(]"), "train.adam_betas": (0, 1, "[)"),
+    "train.max_steps": (1, _BIG, "[]"), "train.grad_clip": (0, _INF, "()"), "train.ema_decay": (0, 1, "[]"),
+    "train.micro_batch": (0, 10**6, "[]"), "train.seed": (0, 2**63 - 1, "[]"), "train.log_every": (1, _BIG, "[]"),
+    "train.valid_every": (0, _BIG, "[]"), "train.save_every": (1, _BIG, "[]"),
+    "train.keep_checkpoints": (1, 10**6, "[]"), "train.valid_steps": (1, 10000, "[]"),
+    "train.audio_log_clips": (0, 1000, "[]"),
+    "infer.weight": (0, _INF, "[)"), "infer.steps": (1, 10000, "[]"), "infer.schedule": (0, 1, "()"),
+    "infer.general_steps": (1, 10000, "[]"), "infer.general_ranges": (0, 10000, "()"),
+    "infer.magnitude_weight": (0, _INF, "[)"), "infer.phase_weight": (0, _INF, "[)"),
+    "infer.phase_fft": (16, 65536, "[]"), "infer.phase_hop": (1, 65536, "[]"), "infer.phase_win": (1, 65536, "[]"),
+    "infer.crop_frames": (1, 10**6, "[]"), "infer.batch_items": (1, 10**6, "[]"), "infer.every": (1, _BIG, "[]"),
+    "infer.start_step": (0, _BIG, "[]"),
+    "truncation.steps": (1, 100000, "[]"), "truncation.noise_level": (0, 1, "()"),
+    "truncation.generator_channels": (1, 4096, "[]"), "truncation.generator_layers": (1, 1024, "[]"),
+    "truncation.generator_cycle": (1, 24, "[]"), "truncation.discriminator_channels": (1, 4096, "[]"),
+    "truncation.discriminator_scales": (0, 8, "[]"), "truncation.discriminator_periods": (2, 1000, "[]"),
+    "truncation.discriminator_resolutions": (1, 65536, "[]"), "truncation.generator_lr": (0, 10, "[]"),
+    "truncation.discriminator_lr": (0, 10, "[]"), "truncation.gan_betas": (0, 1, "[)"),
+    "truncation.r1_gamma": (0, _INF, "[)"), "truncation.r1_every": (1, _BIG, "[]"),
+    "truncation.gan_weight": (0, _INF, "[)"), "truncation.gan_start_step": (0, _BIG, "[]"),
+    "truncation.gan_every": (1, _BIG, "[]"), "truncation.schedules": (0, 100000, "()"),
+}
+# dict fields whose keys are step counts and whose values are β (or [low, high] pairs of β) in (0, 1)
+_BETA_TABLES = ("diffusion.fast_schedules", "infer.general_ranges", "truncation.schedules")
+
+
+def _numbers(value: Any) -> list[Any]:
+    """Every number inside a field's value (a number, or nested lists/dicts of them, dict keys included)."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return []
+    if isinstance(value, (int, float)):
+        return [value]
+    if isinstance(value, dict):
+        return [n for k, v in value.items() for n in _numbers(k) + _numbers(v)]
+    if isinstance(value, (list, tuple)):
+        return [n for v in value for n in _numbers(v)]
+    return []
+
+
+def _in_range(v: float, low: float, high: float, bounds: str) -> bool:
+    lo_ok = v > low if bounds[0] == "(" else v >= low
+    hi_ok = v < high if bounds[1] == ")" else v <= high
+    return math.isfinite(v) and lo_ok and hi_ok
+
+
+def _describe_range(low: float, high: float, bounds: str) -> str:
+    def num(v: float) -> str:
+        return str(int(v)) if float(v).is_integer() else f"{v:g}"
+
+    if high == _INF:
+        return f"{'>' if bounds[0] == '(' else '>='} {num(low)}"
+    return f"in {bounds[0]}{num(low)}, {num(high)}{bounds[1]}"
+
+
+def _check_ranges(cfg: "Config") -> None:
+    """One pass over every number field of ``cfg`` against :data:`RANGES`; the message names the value."""
+    for section in dataclasses.fields(cfg):
+        sec = getattr(cfg, section.name)
+        if not dataclasses.is_dataclass(sec) or getattr(sec, "enabled", True) is False:
+            continue
+        for f in dataclasses.fields(sec):
+            key = f"{section.name}.{f.name}"
+            value = getattr(sec, f.name)
+            if key in _BETA_TABLES:
+                _check_beta_table(key, value)
+                continue
+            if key not in RANGES:
+                continue
+            low, high, bounds = RANGES[key]
+            for v in _numbers(value):
+                if not _in_range(v, low, high, bounds):
+                    raise ConfigError(f"{key} must be {_describe_range(low, high, bounds)}, got {v!r}")
+
+
+def _check_beta_table(key: str, table: Any) -> None:
+    """A ``{steps: [β, ...]}`` table: whole step counts >= 1 and every β in (0, 1)."""
+    for k, betas in table.items():
+        if not 1 <= k <= 100000:
+            raise ConfigError(f"{key}: step counts must be in [1, 100000], got {k!r}")
+        for b in _numbers(betas):
+            if not _in_range(b, 0, 1, "()"):
+                raise ConfigError(f"{key}[{k}]: every β must lie in (0, 1), got {b!r}")
 
 
 def _check_schedule(betas: list[float], train: "NoiseSchedule", what: str) -> None:
@@ -410,6 +509,8 @@ def _validate_infer(cfg: "Config") -> None:
         raise ConfigError(f"infer.phase_weighting must be magnitude or none, got {ic.phase_weighting!r}")
     if ic.clamp not in ("ste", "hard", "none"):
         raise ConfigError(f"infer.clamp must be ste, hard or none, got {ic.clamp!r}")
+    if not ic.enabled:  # a disabled section is checked for its types and choices only
+        return
     if min(ic.weight, ic.magnitude_weight, ic.phase_weight) < 0:
         raise ConfigError("infer.weight, infer.magnitude_weight and infer.phase_weight must be >= 0")
     if not (ic.phase_hop > 0 and 0 < ic.phase_win <= ic.phase_fft):
@@ -426,8 +527,6 @@ def _validate_infer(cfg: "Config") -> None:
             raise ConfigError(f"infer.general_ranges[{k}] must be {k} pairs [low, high] with 0 < low <= high < 1")
         if any(a[1] > b[0] for a, b in zip(ranges, ranges[1:])):
             raise ConfigError(f"infer.general_ranges[{k}] must be ordered (high_n <= low_(n+1))")
-    if not ic.enabled:
-        return
     train = df.schedule()
     if ic.mode == "step-specific":
         betas = ic.schedule if ic.schedule is not None else df.fast_schedules.get(ic.steps)
@@ -458,6 +557,8 @@ def _validate_truncation(cfg: "Config") -> None:
         raise ConfigError(f"truncation.generator must be shared or separate, got {tc.generator!r}")
     if tc.generator_input not in ("prior", "standard"):
         raise ConfigError(f"truncation.generator_input must be prior or standard, got {tc.generator_input!r}")
+    if not tc.enabled:  # a disabled section is checked for its types and choices only
+        return
     if tc.steps is None and tc.noise_level is None:
         raise ConfigError("truncation needs steps or noise_level")
     if tc.noise_level is not None and not 0 < tc.noise_level < 1:
@@ -475,8 +576,6 @@ def _validate_truncation(cfg: "Config") -> None:
         raise ConfigError("truncation.gan_betas must be two numbers in [0, 1)")
     if min(tc.generator_lr, tc.discriminator_lr, tc.r1_gamma, tc.gan_weight) < 0:
         raise ConfigError("truncation learning rates, r1_gamma and gan_weight must be >= 0")
-    if not tc.enabled:
-        return
     if cfg.model.conditioning != "mel":
         raise ConfigError("truncation (TDPM) is implemented for mel-conditioned models only")
     k = truncation_steps(cfg, df.schedule())
@@ -534,6 +633,19 @@ def _build(cls: type, d: dict[str, Any], where: str) -> Any:
     return obj
 
 
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters (an error line stays one short line)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _parse_value(key: str, raw: str) -> Any:
+    """A ``--set KEY=VALUE`` value, parsed as YAML by the package's one safe YAML reader."""
+    from diffvoc.io import parse_yaml
+
+    return parse_yaml(raw, f"--set {key.strip()}", ConfigError)
+
+
 def _coerce(typ: Any, value: Any, key: str) -> Any:
     origin, args = get_origin(typ), get_args(typ)
     if value is None:
@@ -555,6 +667,8 @@ def _coerce(typ: Any, value: Any, key: str) -> Any:
         if typ is float:
             if isinstance(value, bool):
                 raise ValueError
+            if not math.isfinite(float(value)):
+                raise ConfigError(f"{key}: must be a finite number, got {value!r}")
             return float(value)
         if typ is str:
             if not isinstance(value, str):
@@ -568,6 +682,221 @@ def _coerce(typ: Any, value: Any, key: str) -> Any:
             if not isinstance(value, dict):
                 raise ValueError
             return {_coerce(args[0], k, key): _coerce(args[1], v, key) for k, v in value.items()}
-    except (TypeError, ValueError):
-        raise ConfigError(f"{key}: expected {getattr(typ, '__name__', typ)}, got {value!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{key}: expected {getattr(typ, '__name__', typ)}, got {_short(value)}") from None
     return value
+
+
+# ------------------------------------------------------------------------------------------------
+# The acoustic model (text → mel; PriorGrad-acoustic). A YAML file with a top-level
+# ``kind: acoustic`` is an :class:`AcousticConfig`; anything else stays a vocoder :class:`Config`.
+
+# Default fast schedules for the acoustic model's T = 400 training schedule (β = linspace(1e-4,
+# 0.05, 400)). Unlike the vocoder's, they end near pure noise (1 − γ̄_S ≈ 0.95–0.99), because
+# sampling starts from the prior N(μ, Σ) itself. Training replaces them with a grid search on
+# validation sentences (:mod:`diffvoc.training.acoustic_schedule`), stored in the checkpoint.
+ACOUSTIC_FAST_SCHEDULES: dict[int, list[float]] = {
+    2: [0.1, 0.95],
+    6: [1e-3, 0.01, 0.05, 0.2, 0.5, 0.9],
+    12: [1e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.8],
+}
+
+
+def _acoustic_diffusion() -> DiffusionConfig:
+    return DiffusionConfig(steps=400, beta_start=1e-4, beta_end=0.05, loss="l2", clamp=False,
+                           fast_schedules={k: list(v) for k, v in ACOUSTIC_FAST_SCHEDULES.items()})
+
+
+@dataclass
+class TextConfig:
+    """The text front end (:mod:`diffvoc.data.text`): espeak-ng phonemes in this language/voice."""
+
+    language: str = "en-us"
+
+
+@dataclass
+class AcousticModelConfig:
+    """Sizes of :class:`diffvoc.models.acoustic.AcousticModel` (the official PriorGrad-acoustic code; scaled down for CPUs)."""
+
+    hidden: int = 160  # encoder width (official 256)
+    encoder_layers: int = 3  # pre-LayerNorm transformer layers (official 4)
+    heads: int = 2
+    ffn_hidden: int = 384  # Conv1d hidden → ffn_hidden, kernel ffn_kernel, then Linear back (official 1024, 9)
+    ffn_kernel: int = 5
+    dropout: float = 0.1  # encoder (official 0.2)
+    duration_channels: int = 160
+    duration_kernel: int = 3
+    duration_dropout: float = 0.5
+    # DiffWave decoder: residual channels (official 128; fewer than the 80 mel bins cannot carry x_t through the
+    # ReLU in-conv, and the ε-loss then stalls at large t), layers (official 12), kernel 3, dilation 1
+    decoder_channels: int = 128
+    decoder_layers: int = 6
+    speaker_dropout: float = 0.1  # share of training items whose speaker is replaced by the "average" speaker 0
+
+
+@dataclass
+class PhonePriorConfig:
+    """Which prior the mel decoder diffuses towards (the official PriorGrad-acoustic code).
+
+    ``standard``: N(0, I), plain MSE. ``priorgrad``: per phone token the per-bin mean μ_p and std σ_p of
+    the training-split frames aligned to it (σ = 0 → 1, then floored at ``sigma_min``; unseen tokens
+    and padding μ = 0, σ = 1); diffusion on x − μ with a Mahalanobis loss.
+
+    Durations come from monotonic alignment search, so the statistics need an alignment first: the
+    first ``warmup_steps`` train the encoder/aligner and duration predictor only; then one alignment
+    pass over the training split computes the statistics (for both kinds, so both runs are trained on
+    equal terms) and the diffusion decoder starts training.
+    """
+
+    kind: str = "priorgrad"  # "standard" | "priorgrad"
+    sigma_min: float = 0.1
+    warmup_steps: int = 300
+
+
+@dataclass
+class AcousticDataConfig:
+    """An LJSpeech-layout corpus (``metadata.csv`` id|text|text|speaker, ``wavs/``, ``splits/``)."""
+
+    path: str = "data/corpus"
+    cache: str | None = None  # features and phonemes; None: <path>/features-acoustic (or the run dir)
+    crop_frames: int = 128  # the diffusion loss sees a random window of this many frames per item
+    valid_sentences: int = 8  # from the valid split
+    valid_unseen: int = 4  # from unseen_split (a held-out voice), if the corpus has it
+    unseen_split: str = "test_unseen_voice"
+
+
+@dataclass
+class AcousticTrainConfig:
+    """Optimisation (AdamW, Noam-style warm-up, grad-norm clip 1 as in the official PriorGrad-acoustic code), logging, saving."""
+
+    batch_size: int = 16
+    learning_rate: float = 1e-3  # peak
+    warmup_steps: int = 400
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    max_steps: int = 100_000
+    ema_decay: float = 0.995
+    seed: int = 0
+    threads: int | None = None  # torch threads (None: leave as is)
+    log_every: int = 25
+    valid_every: int = 250
+    save_every: int = 250
+    keep_checkpoints: int = 2
+    valid_steps: int = 6
+    schedule_search: bool = True  # grid-search the fast schedules on validation sentences at the final save
+
+
+@dataclass
+class AcousticConfig:
+    """Everything that defines a text → mel model and its training."""
+
+    kind: str = "acoustic"
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    model: AcousticModelConfig = field(default_factory=AcousticModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=_acoustic_diffusion)
+    prior: PhonePriorConfig = field(default_factory=PhonePriorConfig)
+    data: AcousticDataConfig = field(default_factory=AcousticDataConfig)
+    train: AcousticTrainConfig = field(default_factory=AcousticTrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+    def save(self, path: str | Path) -> None:
+        from diffvoc.io import atomic_write_text
+
+        atomic_write_text(path, self.to_yaml())
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "AcousticConfig":
+        d = apply_presets(dict(d or {}))
+        d.setdefault("kind", "acoustic")
+        if d["kind"] != "acoustic":
+            raise ConfigError(f"kind must be acoustic, got {d['kind']!r}")
+        diff = dataclasses.asdict(_acoustic_diffusion())
+        diff.update(d.get("diffusion") or {})
+        d["diffusion"] = diff
+        return _build(cls, d, "").validate()
+
+    @classmethod
+    def load(cls, path: str | Path) -> "AcousticConfig":
+        return cls.from_dict(_read_yaml_mapping(path))
+
+    def with_overrides(self, items: list[str]) -> "AcousticConfig":
+        """Apply ``section.key=value`` strings (values parsed as YAML) and validate the result."""
+        return AcousticConfig.from_dict(_override(self.to_dict(), items))
+
+    def validate(self) -> "AcousticConfig":
+        m, pr, df, tc, dc = self.model, self.prior, self.diffusion, self.train, self.data
+        if self.audio.preset not in AUDIO_PRESETS:
+            raise ConfigError(f"audio.preset must be one of {sorted(AUDIO_PRESETS)}, got {self.audio.preset!r}")
+        if pr.kind not in ("standard", "priorgrad"):
+            raise ConfigError(f"prior.kind must be standard or priorgrad, got {pr.kind!r}")
+        if not 0 < pr.sigma_min <= 1:
+            raise ConfigError("prior.sigma_min must be in (0, 1]")
+        if pr.warmup_steps < 0:
+            raise ConfigError("prior.warmup_steps must be >= 0")
+        if min(m.hidden, m.encoder_layers, m.heads, m.ffn_hidden, m.ffn_kernel, m.duration_channels,
+               m.duration_kernel, m.decoder_channels, m.decoder_layers) < 1:
+            raise ConfigError("acoustic model sizes must be positive")
+        if m.hidden % m.heads:
+            raise ConfigError(f"model.hidden ({m.hidden}) must be divisible by model.heads ({m.heads})")
+        if m.ffn_kernel % 2 == 0 or m.duration_kernel % 2 == 0:
+            raise ConfigError("model kernel sizes must be odd")
+        if not all(0 <= p < 1 for p in (m.dropout, m.duration_dropout, m.speaker_dropout)):
+            raise ConfigError("model dropouts must lie in [0, 1)")
+        if df.steps < 2 or not 0 < df.beta_start < df.beta_end < 1:
+            raise ConfigError("diffusion needs steps >= 2 and 0 < beta_start < beta_end < 1")
+        train = df.schedule()
+        for k, betas in df.fast_schedules.items():
+            if len(betas) != k:
+                raise ConfigError(f"diffusion.fast_schedules[{k}] must have {k} values")
+            _check_schedule(betas, train, f"diffusion.fast_schedules[{k}]")
+        if min(tc.batch_size, tc.max_steps, dc.crop_frames, tc.valid_steps) < 1 or tc.learning_rate <= 0:
+            raise ConfigError("train.batch_size, max_steps, valid_steps, data.crop_frames and the learning rate "
+                              "must be positive")
+        if tc.threads is not None and tc.threads < 1:
+            raise ConfigError("train.threads must be >= 1")
+        if dc.valid_sentences < 1 or dc.valid_unseen < 0:
+            raise ConfigError("data.valid_sentences must be >= 1 and data.valid_unseen >= 0")
+        return self
+
+
+def _read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    from diffvoc.io import load_yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}" if not p.exists() else f"{p} is not a file (a config "
+                          "YAML was expected)")
+    d = load_yaml(p, "config", ConfigError) or {}
+    if not isinstance(d, dict):
+        raise ConfigError(f"{p}: a config must be a YAML mapping")
+    return d
+
+
+def _override(d: dict[str, Any], items: list[str]) -> dict[str, Any]:
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override must be key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = d
+        for p in parts[:-1]:
+            if not isinstance(node, dict) or p not in node:
+                raise ConfigError(f"unknown config key {key!r}")
+            node = node[p]
+        if not isinstance(node, dict) or parts[-1] not in node:
+            raise ConfigError(f"unknown config key {key!r}")
+        node[parts[-1]] = _parse_value(key, raw)
+    return d
+
+
+def config_kind(path: str | Path) -> str:
+    """``acoustic`` when the YAML file at ``path`` says ``kind: acoustic``, else ``vocoder``."""
+    d = _read_yaml_mapping(path)
+    return "acoustic" if d.get("kind") == "acoustic" else "vocoder"

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from diffvoc.cli.common import int_at_least, positive_int_list
 from diffvoc.evaluation.demo import run_demo
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from diffvoc.evaluation.results import format_table
 
-    steps = [int(s) for s in args.steps.split(",")] if args.steps else None
+    steps = list(args.steps) if args.steps else None
     metrics = args.metrics.split(",") if args.metrics else None
     page, results = run_demo(args.output, args.inputs, args.checkpoint, steps, args.sentences, args.device, metrics)
     print(format_table(results))
@@ -24,8 +25,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="*", help="your own audio files (default: TTS engines speak demo sentences)")
     p.add_argument("-o", "--output", default="diffvoc-demo")
     p.add_argument("--checkpoint", default=None, help="default: the bundled model")
-    p.add_argument("--steps", default="2,6")
-    p.add_argument("--sentences", type=int, default=3)
+    p.add_argument("--steps", type=positive_int_list, default="2,6")
+    p.add_argument("--sentences", type=int_at_least(1, 4), default=3)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--metrics", default=None, help="metric groups (default: all)")
     p.set_defaults(func=cmd_demo)

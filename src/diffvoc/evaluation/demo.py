@@ -1,5 +1,7 @@
 """``diffvoc demo``: speak a few sentences (or take your wavs), vocode them with the bundled model at
-2 and 6 steps, score them, and write the HTML report.
+2 and 6 steps, score them, and write the HTML report. With the bundled acoustic model installed, the
+report also has a text-to-speech section (demo sentences spoken by the acoustic model, through the
+vocoder and through Griffin-Lim, with the predicted phone durations drawn on the mel).
 
     diffvoc demo                      # TTS engines speak 3 sentences; report in ./diffvoc-demo/report
     diffvoc demo my1.wav my2.wav -o out --steps 2,6,12 --checkpoint runs/pg
@@ -25,7 +27,8 @@ DEMO_VOICES = ["flite:awb", "espeak-ng:en-us+f3", "festival:kal_diphone", "flite
 
 
 def _speak_inputs(folder: Path, count: int, rate: int) -> list[Path]:
-    from diffvoc.data.synth import find_voices, speak
+    from diffvoc.data.engines import speak
+    from diffvoc.data.voices import find_voices
 
     voices = {v.id: v for v in find_voices()}
     order = [voices[i] for i in DEMO_VOICES if i in voices] + [v for k, v in voices.items() if k not in DEMO_VOICES]
@@ -48,29 +51,58 @@ def run_demo(out: str | Path = "diffvoc-demo", inputs: list[str] | None = None, 
     from diffvoc.evaluation.report import build_report
     from diffvoc.evaluation.results import write_results
     from diffvoc.inference.vocoder import DEFAULT_CHECKPOINT
+    from diffvoc.io import atomic_dir
 
     out = Path(out)
     ckpt = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
     if not ckpt.exists():
         raise DiffvocError("no bundled model is installed with this copy of diffvoc; pass --checkpoint")
+    if not 1 <= sentences <= len(DEMO_SENTENCES):
+        raise DiffvocError(f"--sentences must be 1..{len(DEMO_SENTENCES)}")
     rate = load_checkpoint(ckpt).config.audio.sample_rate
-    if out.exists() and not (out / "results.json").exists() and any(out.iterdir()):
+    if out.exists() and (not out.is_dir() or (not (out / "results.json").exists() and any(out.iterdir()))):
         raise DiffvocError(f"{out} exists and is not an earlier demo folder; choose another -o")
     for p in inputs or []:
         load_audio(p)  # refuse bad input before anything is written
-    work = out / "inputs"
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
-    if inputs:
-        for p in inputs:
-            shutil.copy(p, work / Path(p).name)
-    else:
-        if not 1 <= sentences <= len(DEMO_SENTENCES):
-            raise DiffvocError(f"--sentences must be 1..{len(DEMO_SENTENCES)}")
-        _speak_inputs(work, sentences, rate)
-    print(f"vocoding {len(list(work.iterdir()))} utterances with {ckpt} at {steps or [2, 6]} steps ...", flush=True)
-    results = evaluate([str(ckpt)], work, steps=steps or [2, 6], device=device, metrics=metrics,
-                       save_audio=out / "audio", command="diffvoc demo", log=None)
-    write_results(results, out / "results.json")
-    return build_report([out / "results.json"], out / "report"), results
+    names = [Path(p).name for p in inputs or []]
+    if len(set(names)) != len(names):
+        raise DiffvocError("two inputs have the same file name; rename one")
+    with atomic_dir(out) as tmp:  # the whole folder appears at once, or not at all (an earlier one stays)
+        work = tmp / "inputs"
+        work.mkdir()
+        if inputs:
+            for p in inputs:
+                shutil.copy(p, work / Path(p).name)
+        else:
+            _speak_inputs(work, sentences, rate)
+        print(f"vocoding {len(list(work.iterdir()))} utterances with {ckpt} at {steps or [2, 6]} steps ...", flush=True)
+        results = evaluate([str(ckpt)], work, steps=steps or [2, 6], device=device, metrics=metrics,
+                           save_audio=tmp / "audio", command="diffvoc demo", log=None)
+        results["meta"] = _moved(results["meta"], tmp, out)
+        write_results(results, tmp / "results.json")
+        tts = _tts_samples(tmp / "tts", DEMO_SENTENCES[: (1 if inputs else sentences)], checkpoint)
+        build_report([tmp / "results.json"], tmp / "report", tts_samples=tts)
+    return out / "report" / "index.html", results
+
+
+def _tts_samples(folder: Path, sentences: list[str], vocoder: str | None) -> Path | None:
+    """The text-to-speech section's samples (the bundled acoustic model through the demo's vocoder and
+    through Griffin-Lim), or ``None`` when no acoustic model is installed."""
+    from diffvoc.evaluation.tts_demo import write_tts_samples
+    from diffvoc.inference.tts import DEFAULT_ACOUSTIC
+
+    if not (DEFAULT_ACOUSTIC / "config.yaml").is_file():
+        return None
+    print(f"text to speech: {len(sentences)} sentence(s) with the bundled acoustic model ...", flush=True)
+    write_tts_samples(folder, sentences, vocoder=vocoder)
+    return folder
+
+
+def _moved(meta: dict[str, Any], tmp: Path, out: Path) -> dict[str, Any]:
+    """``meta`` with the paths inside the temporary folder ``tmp`` named as they will be, under ``out``."""
+    def fix(v: Any) -> Any:
+        if not isinstance(v, str):
+            return v
+        return v.replace(str(tmp.resolve()), str(out.resolve())).replace(str(tmp), str(out))
+
+    return {k: fix(v) for k, v in meta.items()}

@@ -39,8 +39,8 @@ import numpy as np
 from diffvoc.data.digits import DIGIT_WORDS
 from diffvoc.errors import DiffvocError
 from diffvoc.evaluation.copy_synthesis import safe_name
-from diffvoc.evaluation.results import DISPLAY_NAMES, FORMAT, LOWER_IS_BETTER, arrow, fmt_stat, table_columns
-from diffvoc.io import atomic_dir, atomic_write_text
+from diffvoc.evaluation.results import DISPLAY_NAMES, LOWER_IS_BETTER, arrow, check_results, fmt_stat, table_columns
+from diffvoc.io import atomic_dir, atomic_write_text, load_json
 
 __all__ = ["GeneratedSet", "build_report", "load_generated",
            "load_generation_results", "load_results", "read_curves"]
@@ -90,25 +90,19 @@ class GeneratedSet:
 
 
 def _read_json(path: Path, what: str) -> Any:
-    """Parse a JSON file; a missing or unparsable one is a one-line :class:`DiffvocError`."""
-    if not path.is_file():
-        raise DiffvocError(f"no such {what}: {path}")
-    try:
-        return json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as e:
-        raise DiffvocError(f"{path} is not JSON ({str(e).splitlines()[0]})") from None
+    """Parse a JSON file; a missing, undecodable or unparsable one is a one-line :class:`DiffvocError`."""
+    return load_json(path, what)
 
 
 def load_results(path: str | Path) -> Results:
-    """Read a ``diffvoc evaluate`` results JSON and locate its saved audio."""
+    """Read a ``diffvoc evaluate`` results JSON (its shape checked: :func:`check_results`) and locate its
+    saved audio."""
     path = Path(path)
-    data = _read_json(path, "results file")
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise DiffvocError(f"{path} is not a results file of `diffvoc evaluate`")
+    data = check_results(_read_json(path, "results file"), path)
     meta = data["meta"]
     audio_dir = None
     for cand in (meta.get("save_audio_relative"), meta.get("save_audio")):
-        if cand and (path.resolve().parent / cand).is_dir():
+        if cand and isinstance(cand, str) and (path.resolve().parent / cand).is_dir():
             audio_dir = (path.resolve().parent / cand).resolve()
             break
     return Results(path, data, audio_dir)
@@ -133,11 +127,12 @@ def load_generated(spec: str | Path, limit: int = 10) -> GeneratedSet:
     else:
         name, folder = Path(text).resolve().name, text
     path = Path(folder)
+    where = f"--generated {text}" + (f" ({path})" if str(path) != text else "")
     if not path.is_dir():
-        raise DiffvocError(f"--generated {text}: no such folder {path}")
+        raise DiffvocError(f"{where}: no such folder")
     wavs = sorted(p for p in path.iterdir() if p.suffix.lower() == ".wav" and p.is_file())
     if not wavs:
-        raise DiffvocError(f"--generated {text}: no .wav files in {path}")
+        raise DiffvocError(f"{where}: no .wav files in that folder")
     return GeneratedSet(name or path.resolve().name, path, [(w, _caption(w.stem)) for w in wavs[:max(limit, 0)]])
 
 
@@ -521,7 +516,7 @@ SELFCHECK = """
 def render_page(results: list[Results], cols: list[Column], utts: list[tuple[str, float]],
                 curves: list[tuple[str, str]], runs: list[str], generated: str,
                 gen_sets: list[GeneratedSet] | None = None,
-                gen_tables: list[tuple[Path, dict[str, Any]]] | None = None) -> str:
+                gen_tables: list[tuple[Path, dict[str, Any]]] | None = None, tts_html: str = "") -> str:
     """The whole ``index.html`` as a string (``generated`` is the build time)."""
     from diffvoc import __version__
 
@@ -571,7 +566,7 @@ system per column is in bold (ground truth excluded). The ground-truth row has D
 <p>{what}</p>
 <p class="note">Report generated {html.escape(generated)} by diffvoc {html.escape(__version__)}.</p>
 </header>
-{copy_synthesis}{generation}<section id="training">
+{copy_synthesis}{tts_html}{generation}<section id="training">
 <h2>Training curves</h2>
 {_training(curves, runs)}
 </section>
@@ -585,11 +580,14 @@ system per column is in bold (ground truth excluded). The ground-truth row has D
 
 def build_report(results_paths: list[str | Path], out_dir: str | Path, runs: list[str | Path] | None = None,
                  max_utterances: int = 8, generated: list[str | Path] | None = None,
-                 generation_results: list[str | Path] | None = None, max_generated: int = 10) -> Path:
+                 generation_results: list[str | Path] | None = None, max_generated: int = 10,
+                 tts_samples: str | Path | None = None) -> Path:
     """Write the report folder (replaced as a whole, atomically) and return its ``index.html``.
 
     ``generated``: ``[NAME=]DIR`` folders of generated wav files (the first ``max_generated`` of each
-    are shown); ``generation_results``: JSON files of ``benchmarks/generation.py``. At least one of
+    are shown); ``generation_results``: JSON files of ``benchmarks/generation.py``; ``tts_samples``: a
+    folder written by :func:`diffvoc.evaluation.tts_demo.write_tts_samples` (the text-to-speech section,
+    shown only next to results). At least one of
     ``results_paths``, ``generated`` and ``generation_results`` must be given.
     """
     if max_utterances < 0:
@@ -625,7 +623,13 @@ def build_report(results_paths: list[str | Path], out_dir: str | Path, runs: lis
             _curve_png(tag, {run: c.get(tag, []) for run, c in curves_by_run.items()}, tmp / rel)
             curves.append((tag, rel))
         stamp = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
-        page = render_page(results, cols, utts, curves, list(curves_by_run), stamp, gen_sets, gen_tables)
+        tts_html = ""
+        if tts_samples is not None:
+            from diffvoc.evaluation.tts_demo import tts_section
+
+            shutil.copytree(tts_samples, tmp / "tts")
+            tts_html = tts_section(tmp / "tts")
+        page = render_page(results, cols, utts, curves, list(curves_by_run), stamp, gen_sets, gen_tables, tts_html)
         atomic_write_text(tmp / "index.html", page)
     return out / "index.html"
 
