@@ -2,7 +2,7 @@
 
 Two mel recipes, chosen by ``AudioConfig.preset``:
 
-* ``hifigan`` — HiFi-GAN's and PriorGrad's (REFERENCE §2): reflect-pad (n_fft − hop)/2 on both
+* ``hifigan`` — HiFi-GAN's and PriorGrad's (PriorGrad, Lee et al., ICLR 2022): reflect-pad (n_fft − hop)/2 on both
   sides, STFT with a periodic Hann window and center off, magnitude √(re² + im² + 1e-9), slaney mel
   basis, natural log of clamp(·, 1e-5). Mels from TTS models trained on this recipe can be vocoded.
 * ``lmnt`` — lmnt-com/diffwave's: centred (reflect) STFT normalised by the window's L2 norm, HTK mel

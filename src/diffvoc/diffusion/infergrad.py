@@ -1,4 +1,4 @@
-"""InferGrad (Chen et al., ICASSP 2022; REFERENCE §3): the infer loss and its training schedules.
+"""InferGrad (Chen et al., ICASSP 2022): the infer loss and its training schedules.
 
 During training, x̂_0 is generated from the prior's noise by the K-step reverse process of a
 few-step schedule η_1..η_K — the very :class:`~diffvoc.diffusion.sampler.DiffusionSampler` used for
@@ -7,7 +7,7 @@ inference, run with gradients (and per-step gradient checkpointing) — and
     L = L_diffusion + λ · L_infer(x̂_0, x_0)                                          (λ = infer.weight)
     L_infer = w_mag · (SC + logmag)_MR-STFT + w_phase · L_phase                      (w_* = infer.*_weight)
 
-**Magnitude part.** The multi-resolution STFT loss of REFERENCE §5 (FFT 1024/2048/512, hop
+**Magnitude part.** The multi-resolution STFT loss of Parallel WaveGAN's MR-STFT, Yamamoto et al., ICASSP 2020 (FFT 1024/2048/512, hop
 120/240/50, window 600/1200/240; spectral convergence + mean |log|Y| − log|X||, averaged over the
 resolutions), :class:`diffvoc.diffusion.spectral.MultiResolutionSTFTLoss`.
 

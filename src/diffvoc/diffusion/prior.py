@@ -1,6 +1,6 @@
 """Priors N(0, Σ) for the diffusion: the standard Gaussian (DiffWave) and PriorGrad's adaptive prior.
 
-PriorGrad (Lee et al., ICLR 2022; REFERENCE §2): per mel frame i, the energy
+PriorGrad (Lee et al., ICLR 2022): per mel frame i, the energy
 E_i = √(Σ_f exp(logmel_{f,i})) gives σ_i = max((min(E_i, E_max) − E_min)/(E_max − E_min), σ_min),
 with E_min the training-set minimum and E_max the training-set maximum overridden to 4.0.
 σ is upsampled to samples (each frame repeated hop times, or linearly interpolated). Training

@@ -1,4 +1,4 @@
-"""Reverse-process samplers (DiffWave's full ancestral and fast aligned sampling; REFERENCE §1).
+"""Reverse-process samplers (DiffWave's full ancestral and fast aligned sampling).
 
 For each reverse step n (from the noisiest) with schedule β (full) or η (fast):
 x ← (x − β_n/√(1 − ᾱ_n) · ε_θ(x, t_n, c)) / √α_n, then + σ_n · (prior std) · z except at the last

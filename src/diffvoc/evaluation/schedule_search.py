@@ -7,7 +7,7 @@ Finds an N-step inference schedule η_1..η_N (noisiest last) for a trained mode
 averaged over held-out clips (the ``valid`` split by default), where x̂_0(η) is the model's fast
 sampling with η (:class:`~diffvoc.diffusion.sampler.DiffusionSampler`, the same as ``diffvoc vocode``) from
 fixed noise (:class:`~diffvoc.diffusion.sampler.PositionalNoise` with seed ``seed + clip index``), so that
-every candidate is judged on the same draws. MR-STFT is REFERENCE §5 (spectral convergence +
+every candidate is judged on the same draws. MR-STFT is Parallel WaveGAN's MR-STFT, Yamamoto et al., ICASSP 2020 (spectral convergence +
 log-magnitude, FFT 1024/2048/512, hop 120/240/50, window 600/1200/240); log-mel L1 is on the
 model's own mel.
 

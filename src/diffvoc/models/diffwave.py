@@ -1,4 +1,4 @@
-"""The DiffWave denoiser ε_θ(x_t, t, c) (Kong et al., 2021; REFERENCE §1).
+"""The DiffWave denoiser ε_θ(x_t, t, c) (Kong et al., 2021).
 
 Parameter names follow lmnt-com/diffwave so that its ``weights.pt`` loads without renaming.
 The conditioner (the mel upsampled to the sample rate, or the label embedding) does not depend
