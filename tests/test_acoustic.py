@@ -155,7 +155,7 @@ def _espeak_corpus(root: Path) -> Path:
 
 
 def _tiny_config(corpus: Path, **train):
-    from diffvoc.config import AcousticConfig
+    from diffvoc.acoustic_config import AcousticConfig
 
     return AcousticConfig.from_dict({
         "kind": "acoustic", "data": {"path": str(corpus), "crop_frames": 32, "valid_sentences": 1, "valid_unseen": 1},

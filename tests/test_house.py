@@ -124,7 +124,7 @@ def _loaded_after(statement: str) -> tuple[set[str], set[str]]:
     return ({m for m in mods if m.startswith("diffvoc")}, {m.split(".")[0] for m in mods if "." not in m})
 
 
-CORE = ["diffvoc.config", "diffvoc.audio", "diffvoc.checkpoint", "diffvoc.build", "diffvoc.precision",
+CORE = ["diffvoc.config", "diffvoc.config_validation", "diffvoc.acoustic_config", "diffvoc.audio", "diffvoc.checkpoint", "diffvoc.build", "diffvoc.precision",
         "diffvoc.models.diffwave", "diffvoc.models.discriminator", "diffvoc.diffusion.schedule",
         "diffvoc.diffusion.noise", "diffvoc.diffusion.prior", "diffvoc.diffusion.loss",
         "diffvoc.diffusion.spectral", "diffvoc.diffusion.sampler", "diffvoc.diffusion.infergrad",
@@ -179,6 +179,6 @@ def test_each_derived_value_is_computed_in_one_place():
     and passed on; the sampler learns that it is truncated from its constructor."""
     assert [s.split(":")[0] for s in _src_lines("NoiseSchedule.linear(")] == ["config.py"]
     assert not [s for s in _src_lines("1.0 - (df.beta_start") + _src_lines("np.linspace(cfg.diffusion.beta_start")]
-    assert {s.split(":")[0] for s in _src_lines("truncation_steps(")} <= {"config.py", "build.py"}
+    assert {s.split(":")[0] for s in _src_lines("truncation_steps(")} <= {"config_validation.py", "build.py"}
     assert not _src_lines("sampler.truncated =")
     assert [s.split(":")[0] for s in _src_lines("np.cumprod(self.alphas)")] == ["diffusion/schedule.py"]

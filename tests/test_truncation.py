@@ -11,7 +11,8 @@ import yaml
 from conftest import run_cli, tiny_config_yaml, train_straight_and_resumed
 
 from diffvoc.build import build, build_implicit_prior, build_sampler
-from diffvoc.config import Config, ConfigError, truncation_steps
+from diffvoc.config import Config, ConfigError
+from diffvoc.config_validation import truncation_steps
 from diffvoc.diffusion.loss import DiffusionLoss
 from diffvoc.diffusion.noise import GlobalNoise
 from diffvoc.diffusion.schedule import NoiseSchedule

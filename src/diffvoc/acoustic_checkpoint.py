@@ -24,6 +24,7 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
+from diffvoc.acoustic_config import AcousticConfig
 from diffvoc.checkpoint import (
     CONFIG,
     RAW_WEIGHTS,
@@ -36,7 +37,7 @@ from diffvoc.checkpoint import (
     _unflatten_optimizer,
     resolve_checkpoint_dir,
 )
-from diffvoc.config import AcousticConfig, ConfigError
+from diffvoc.config import ConfigError
 from diffvoc.errors import CheckpointError
 from diffvoc.io import atomic_dir, load_yaml, plain
 

@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from diffvoc.config import FAST_SCHEDULES, Config, truncation_steps
+from diffvoc.config import FAST_SCHEDULES, Config
+from diffvoc.config_validation import truncation_steps
 from diffvoc.diffusion.prior import Prior, build_prior
 from diffvoc.diffusion.sampler import DiffusionSampler
 from diffvoc.diffusion.schedule import NoiseSchedule

@@ -9,7 +9,7 @@ from diffvoc.cli.common import positive_int, positive_seconds
 
 def cmd_train_acoustic(args: argparse.Namespace) -> int:
     """An acoustic model (``kind: acoustic``): :class:`diffvoc.training.acoustic.AcousticTrainer`."""
-    from diffvoc.config import AcousticConfig
+    from diffvoc.acoustic_config import AcousticConfig
     from diffvoc.errors import DiffvocError
     from diffvoc.training.acoustic import AcousticTrainer
 

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 import yaml
 
+from diffvoc.acoustic_config import AcousticConfig
 from diffvoc.audio import LOG_CLAMP, compute_mel, load_audio, peak_normalize
-from diffvoc.config import AcousticConfig
 from diffvoc.data.dataset import make_split
 from diffvoc.data.text import PhonemeInventory, phonemize
 from diffvoc.errors import DiffvocError

@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from diffvoc.config import AcousticModelConfig
+from diffvoc.acoustic_config import AcousticModelConfig
 from diffvoc.diffusion.noise import NoiseSource
 from diffvoc.diffusion.phone_prior import PhonePrior, sample_mel
 from diffvoc.diffusion.sampler import DiffusionSampler

@@ -36,9 +36,9 @@ import numpy as np
 import torch
 
 from diffvoc.acoustic_checkpoint import load_acoustic_checkpoint, save_acoustic_checkpoint
+from diffvoc.acoustic_config import AcousticConfig
 from diffvoc.build import load_weights
 from diffvoc.checkpoint import write_latest
-from diffvoc.config import AcousticConfig
 from diffvoc.data.text import PhonemeInventory
 from diffvoc.data.tts_corpus import Batch, Utterance, load_corpus, make_batch, speaker_index
 from diffvoc.diffusion.noise import GeneratorNoise
