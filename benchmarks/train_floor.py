@@ -69,7 +69,17 @@ def measure(items: int, T: int, C: int, L: int, Cc: int, dtype: torch.dtype, rep
         times.append(time.perf_counter() - t0)
     flops = items * sum(f for _, f, _ in gemms)
     med = statistics.median(times)
-    return {"seconds": med, "min_seconds": min(times), "gflop": flops / 1e9, "gflop_per_s": flops / med / 1e9}
+    by_name: dict[str, list[float]] = {}
+    for name, f, fn in gemms:  # each kind of product alone: where the time goes
+        t0 = time.perf_counter()
+        for _ in range(3):
+            fn()
+        entry = by_name.setdefault(name, [0.0, 0.0])
+        entry[0] += (time.perf_counter() - t0) / 3 * items
+        entry[1] += f * items
+    kinds = {n: {"seconds": t, "gflop_per_s": f / t / 1e9} for n, (t, f) in by_name.items()}
+    return {"seconds": med, "min_seconds": min(times), "gflop": flops / 1e9, "gflop_per_s": flops / med / 1e9,
+            "by_product": kinds}
 
 
 def main() -> int:
@@ -99,6 +109,9 @@ def main() -> int:
         ratio = f"{r['seconds'] / s:.2f}" if s else "–"
         print(f"| {name} | {r['gflop']:.0f} | {r['seconds']:.2f} | {r['gflop_per_s']:.0f} | "
               f"{f'{s:.2f}' if s else '–'} | {ratio} |")
+    print("\nbf16, each kind of product (s per step, GFLOP/s):")
+    for n, k in rows["bf16"]["by_product"].items():
+        print(f"  {n:14s} {k['seconds']:.2f} s  {k['gflop_per_s']:.0f} GFLOP/s")
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"command": "python benchmarks/train_floor.py " + " ".join(
