@@ -31,6 +31,9 @@ def test_demo_with_user_wavs(tmp_path):
     res = json.loads((tmp_path / "demo" / "results.json").read_text())
     systems = {s["system"] for s in res["summary"]} if isinstance(res["summary"], list) else set(res["summary"])
     assert any("@2" in s for s in systems) and any("@6" in s for s in systems)
+    # the page plays the vocoded samples (the report is built before the folder moves into place)
+    page = (tmp_path / "demo" / "report" / "index.html").read_text()
+    assert "No audio" not in page and list((tmp_path / "demo" / "report" / "audio").rglob("*.wav"))
 
 
 @pytest.mark.slow

@@ -78,10 +78,11 @@ def run_demo(out: str | Path = "diffvoc-demo", inputs: list[str] | None = None, 
         print(f"vocoding {len(list(work.iterdir()))} utterances with {ckpt} at {steps or [2, 6]} steps ...", flush=True)
         results = evaluate([str(ckpt)], work, steps=steps or [2, 6], device=device, metrics=metrics,
                            save_audio=tmp / "audio", command="diffvoc demo", log=None)
-        results["meta"] = _moved(results["meta"], tmp, out)
-        write_results(results, tmp / "results.json")
+        write_results(results, tmp / "results.json")  # the report reads the audio where it is now ...
         tts = _tts_samples(tmp / "tts", DEMO_SENTENCES[: (1 if inputs else sentences)], checkpoint)
         build_report([tmp / "results.json"], tmp / "report", tts_samples=tts)
+        results["meta"] = _moved(results["meta"], tmp, out)
+        write_results(results, tmp / "results.json")  # ... and results.json names where it will be
     return out / "report" / "index.html", results
 
 
