@@ -32,10 +32,10 @@ from diffvoc.checkpoint import (
     STATE_TENSORS,
     STATS,
     WEIGHTS,
-    _flatten_optimizer,
     _load_safetensors,
     _unflatten_optimizer,
     resolve_checkpoint_dir,
+    write_train_state,
 )
 from diffvoc.config import ConfigError
 from diffvoc.errors import CheckpointError
@@ -79,14 +79,7 @@ def save_acoustic_checkpoint(path: str | Path, config: AcousticConfig, stats: di
         if raw_weights is not None:
             save_file(_cpu(raw_weights), str(tmp / RAW_WEIGHTS))
         if train_state is not None:
-            state = dict(train_state)
-            tensors, meta = {}, {}
-            for key in sorted(k for k in state if k.startswith("optimizer")):
-                t, meta[key] = _flatten_optimizer(state.pop(key), prefix=key)
-                tensors.update(t)
-            meta.update(plain(state))
-            save_file(tensors, str(tmp / STATE_TENSORS))
-            (tmp / STATE_META).write_text(json.dumps(meta, indent=1))
+            write_train_state(tmp, train_state)
     return path
 
 

@@ -23,6 +23,7 @@ network (:func:`diffvoc.build.load_weights`).
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -90,8 +91,6 @@ def _write_checkpoint(path: Path, config: Config, stats: dict[str, Any], weights
                       raw_weights: dict[str, torch.Tensor] | None, train_state: dict[str, Any] | None,
                       dtype: torch.dtype | None, extra_weights: dict[str, dict[str, torch.Tensor]] | None) -> None:
     """The body of :func:`save_checkpoint`: every file into a temporary folder, renamed into place at the end."""
-    import json
-
     with atomic_dir(path) as tmp:
         (tmp / CONFIG).write_text(config.to_yaml())
         (tmp / STATS).write_text(dump_yaml(plain(stats)))
@@ -109,14 +108,21 @@ def _write_checkpoint(path: Path, config: Config, stats: dict[str, Any], weights
                 e = {k: v.to(dtype) if v.is_floating_point() else v for k, v in e.items()}
             save_file(e, str(tmp / f"{name}.safetensors"))
         if train_state is not None:
-            state = dict(train_state)
-            tensors, meta = {}, {}
-            for key in sorted(k for k in state if k.startswith("optimizer")):
-                t, meta[key] = _flatten_optimizer(state.pop(key), prefix=key)
-                tensors.update(t)
-            meta.update(plain(state))
-            save_file(tensors, str(tmp / STATE_TENSORS))
-            (tmp / STATE_META).write_text(json.dumps(meta, indent=1))
+            write_train_state(tmp, train_state)
+
+
+def write_train_state(folder: Path, train_state: dict[str, Any]) -> None:
+    """The resume state into ``folder``: every ``optimizer*`` entry flattened into
+    ``train_state.safetensors`` (tensors) and the rest, with the optimisers' layout, into
+    ``train_state.json`` — nothing that needs unpickling."""
+    state = dict(train_state)
+    tensors, meta = {}, {}
+    for key in sorted(k for k in state if k.startswith("optimizer")):
+        t, meta[key] = _flatten_optimizer(state.pop(key), prefix=key)
+        tensors.update(t)
+    meta.update(plain(state))
+    save_file(tensors, str(folder / STATE_TENSORS))
+    (folder / STATE_META).write_text(json.dumps(meta, indent=1))
 
 
 def _flatten_optimizer(sd: dict[str, Any], prefix: str = "optimizer") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
