@@ -63,6 +63,23 @@ def test_checkpoint_contents_and_exact_resume(tmp_path, data_dir):
     assert (tmp_path / "straight" / "latest").read_text().strip() == "ckpt-00000008"
 
 
+def test_resume_with_a_new_learning_rate_uses_it_and_keeps_the_moments(tmp_path, data_dir):
+    yml = tiny_config_yaml(tmp_path / "c.yaml", data_dir, train={"max_steps": 2, "save_every": 2, "valid_every": 0,
+                                                                  "learning_rate": 1e-3})
+    a = Trainer(Config.load(yml), tmp_path / "run", progress=False)
+    a.train()
+    saved = {k: v.clone() for k, v in a.optimizer.state_dict()["state"][0].items()}
+    a.close()
+    b = Trainer(Config.load(yml), tmp_path / "run", resume=True, overrides=["train.learning_rate=2.5e-4"],
+                progress=False)
+    assert b.cfg.train.learning_rate == 2.5e-4
+    assert [g["lr"] for g in b.optimizer.param_groups] == [2.5e-4]  # not the checkpoint's 1e-3
+    moments = b.optimizer.state_dict()["state"][0]
+    for k in ("exp_avg", "exp_avg_sq", "step"):
+        torch.testing.assert_close(moments[k], saved[k], rtol=0, atol=0)
+    b.close()
+
+
 def test_changed_feature_config_does_not_reuse_cache(tmp_path, corpus):
     from diffvoc.config import AudioConfig
     from diffvoc.data.dataset import feature_dir, preprocess
