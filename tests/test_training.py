@@ -63,21 +63,38 @@ def test_checkpoint_contents_and_exact_resume(tmp_path, data_dir):
     assert (tmp_path / "straight" / "latest").read_text().strip() == "ckpt-00000008"
 
 
-def test_resume_with_a_new_learning_rate_uses_it_and_keeps_the_moments(tmp_path, data_dir):
+def test_resume_with_a_new_learning_rate_and_betas_uses_them_and_keeps_the_moments(tmp_path, data_dir):
     yml = tiny_config_yaml(tmp_path / "c.yaml", data_dir, train={"max_steps": 2, "save_every": 2, "valid_every": 0,
                                                                   "learning_rate": 1e-3})
     a = Trainer(Config.load(yml), tmp_path / "run", progress=False)
     a.train()
     saved = {k: v.clone() for k, v in a.optimizer.state_dict()["state"][0].items()}
     a.close()
-    b = Trainer(Config.load(yml), tmp_path / "run", resume=True, overrides=["train.learning_rate=2.5e-4"],
-                progress=False)
+    b = Trainer(Config.load(yml), tmp_path / "run", resume=True,
+                overrides=["train.learning_rate=2.5e-4", "train.adam_betas=[0.8,0.99]"], progress=False)
     assert b.cfg.train.learning_rate == 2.5e-4
     assert [g["lr"] for g in b.optimizer.param_groups] == [2.5e-4]  # not the checkpoint's 1e-3
+    assert [tuple(g["betas"]) for g in b.optimizer.param_groups] == [(0.8, 0.99)]
     moments = b.optimizer.state_dict()["state"][0]
     for k in ("exp_avg", "exp_avg_sq", "step"):
         torch.testing.assert_close(moments[k], saved[k], rtol=0, atol=0)
     b.close()
+
+
+def test_load_optimizer_state_keeps_the_built_hyperparameters():
+    from diffvoc.training.optim import load_optimizer_state
+
+    w = torch.nn.Parameter(torch.ones(3))
+    old = torch.optim.AdamW([w], lr=1e-3, betas=(0.9, 0.999), weight_decay=0.1)
+    w.grad = torch.full((3,), 0.5)
+    old.step()
+    new = torch.optim.AdamW([w], lr=1e-4, betas=(0.5, 0.9), weight_decay=0.0)
+    load_optimizer_state(new, old.state_dict())
+    g = new.param_groups[0]
+    assert (g["lr"], tuple(g["betas"]), g["weight_decay"]) == (1e-4, (0.5, 0.9), 0.0)
+    torch.testing.assert_close(new.state[w]["exp_avg"], old.state[w]["exp_avg"], rtol=0, atol=0)
+    with pytest.raises(ValueError):  # a state that does not fit is still refused
+        load_optimizer_state(torch.optim.Adam([w, torch.nn.Parameter(torch.ones(2))]), old.state_dict())
 
 
 def test_changed_feature_config_does_not_reuse_cache(tmp_path, corpus):

@@ -47,6 +47,7 @@ from diffvoc.diffusion.sampler import DiffusionSampler
 from diffvoc.errors import DiffvocError, TrainingError
 from diffvoc.models.acoustic import AcousticModel, generate
 from diffvoc.training.acoustic_metrics import mel_cepstral_distortion, mel_l1
+from diffvoc.training.optim import load_optimizer_state
 
 VALID_SEED = 1234
 
@@ -128,7 +129,7 @@ class AcousticTrainer:
         self.extra_stats: dict[str, Any] = {}
         if resumed is not None:
             load_weights(self.model, resumed.raw_weights, str(resumed.path))
-            self.optimizer.load_state_dict(resumed.train_state["optimizer"])
+            load_optimizer_state(self.optimizer, resumed.train_state["optimizer"])
             st = resumed.train_state
             self.step, self.prior_ready = int(st["step"]), bool(st["prior_ready"])
             self.train_seconds, self.cpu_seconds = float(st["train_seconds"]), float(st["cpu_seconds"])

@@ -63,6 +63,7 @@ from diffvoc.diffusion.truncation import truncated_betas
 from diffvoc.errors import CheckpointError, DiffvocError, TrainingError
 from diffvoc.io import atomic_write_text, remove_debris
 from diffvoc.training.engine import FastTrainNetwork, micro_batches
+from diffvoc.training.optim import load_optimizer_state
 from diffvoc.training.truncation_gan import TruncatedGAN
 from diffvoc.training.validation import validate_generative, validate_mel
 
@@ -172,14 +173,11 @@ class Trainer:
         if resumed is not None:
             load_weights(self.model, resumed.raw_weights, str(resumed.path))
             check_finite_weights(resumed.weights, str(resumed.path))
-            configured_lr = [g["lr"] for g in self.optimizer.param_groups]
-            try:
-                self.optimizer.load_state_dict(resumed.train_state["optimizer"])
+            try:  # the moments from the checkpoint; lr and betas from the config (with --set overrides)
+                load_optimizer_state(self.optimizer, resumed.train_state["optimizer"])
             except (ValueError, KeyError, TypeError, RuntimeError) as e:
                 raise CheckpointError(f"{resumed.path}: the optimizer state does not fit this model "
                                       f"({str(e).splitlines()[0][:120]})") from None
-            for group, lr in zip(self.optimizer.param_groups, configured_lr):  # the saved state carries the old lr:
-                group["lr"] = lr  # the config's (with --set overrides) wins, the moments are kept
             self.step = int(resumed.train_state["step"])
             if self.rank == 0:
                 _trim_valid_log(self.run_dir / "valid.jsonl", self.step)

@@ -23,6 +23,7 @@ from diffvoc.diffusion.schedule import NoiseSchedule
 from diffvoc.diffusion.truncation import ImplicitPrior, d_loss, g_loss, r1_penalty
 from diffvoc.models.diffwave import DiffWave
 from diffvoc.models.discriminator import MelDiscriminator
+from diffvoc.training.optim import load_optimizer_state
 
 
 def _set_grad(params: list[nn.Parameter], flag: bool) -> None:
@@ -150,6 +151,6 @@ class TruncatedGAN:
             self.generator.load_state_dict(extras["generator_raw"])
             self.ema = {k: v.to(self.ema[k].device).float() for k, v in extras["generator"].items()}
         if "optimizer_g" in train_state:
-            self.g_opt.load_state_dict(train_state["optimizer_g"])
-            self.d_opt.load_state_dict(train_state["optimizer_d"])
+            load_optimizer_state(self.g_opt, train_state["optimizer_g"])
+            load_optimizer_state(self.d_opt, train_state["optimizer_d"])
         self.d_steps = int(train_state.get("gan_d_steps", 0))
