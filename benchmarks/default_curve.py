@@ -37,13 +37,19 @@ PESQ_TARGET = 2.5
 DNSMOS_MARGIN = 0.4
 
 
-def model_means(path: Path) -> tuple[dict[int, dict[str, float]], float | None]:
-    """``{steps: {metric: mean}}`` of the one model in an evaluation JSON, and the reference's DNSMOS OVRL."""
+def model_means(path: Path, checkpoint: str | None = None) -> tuple[dict[int, dict[str, float]], float | None]:
+    """``{steps: {metric: mean}}`` of a model in an evaluation JSON, and the reference's DNSMOS OVRL.
+
+    ``checkpoint``: the model's label in the JSON, where it compares several (None: the only one).
+    """
     data = json.loads(path.read_text())
     out: dict[int, dict[str, float]] = {}
     reference = None
+    labels = {row["checkpoint"] for row in data["summary"] if row["kind"] == "model"}
+    if checkpoint is None and len(labels) > 1:
+        raise SystemExit(f"{path} compares {sorted(labels)}: name the session's one as \"checkpoint\" in the ledger")
     for row in data["summary"]:
-        if row["kind"] == "model":
+        if row["kind"] == "model" and checkpoint in (None, row["checkpoint"]):
             out[int(row["steps"])] = {m: row["metrics"][m]["mean"] for m in METRICS if m in row["metrics"]}
         elif row["kind"] == "reference" and "dnsmos_ovrl" in row["metrics"]:
             reference = row["metrics"]["dnsmos_ovrl"]["mean"]
@@ -85,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     for s in sessions:
         row = {"session": s["session"], "steps": s["steps"], "crops": s["crops"], "cpu_hours": s["cpu_hours"]}
         for split in ("real", "synthetic"):
-            means, ref = model_means(RESULTS / s[split])
+            means, ref = model_means(RESULTS / s[split], s.get("checkpoint"))
             row[split] = means
             if split == "real" and ref is not None:
                 reference_ovrl = ref
