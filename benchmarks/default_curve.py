@@ -42,7 +42,10 @@ def model_means(path: Path, checkpoint: str | None = None) -> tuple[dict[int, di
 
     ``checkpoint``: the model's label in the JSON, where it compares several (None: the only one).
     """
-    data = json.loads(path.read_text())
+    from diffvoc.evaluation.results import check_results
+    from diffvoc.io import load_json
+
+    data = check_results(load_json(path, "results file"), path)  # the shape `diffvoc report` also checks
     out: dict[int, dict[str, float]] = {}
     reference = None
     labels = {row["checkpoint"] for row in data["summary"] if row["kind"] == "model"}
@@ -85,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sessions", default=str(RESULTS / "default_sessions.json"))
     ap.add_argument("-o", "--output", default=str(RESULTS / "default_curve.json"))
     args = ap.parse_args(argv)
-    sessions = json.loads(Path(args.sessions).read_text())["sessions"]
+    from diffvoc.io import load_json
+
+    sessions = load_json(args.sessions, "sessions ledger")["sessions"]
     table: list[dict] = []
     reference_ovrl = None
     for s in sessions:
@@ -148,4 +153,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from diffvoc.errors import DiffvocError
+
+    try:
+        sys.exit(main())
+    except DiffvocError as e:  # a missing or malformed results file: one line, no traceback
+        sys.exit(f"default_curve.py: {e}")
