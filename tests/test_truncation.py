@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +25,7 @@ from diffvoc.inference.vocoder import Vocoder
 from diffvoc.models.discriminator import MelDiscriminator
 from diffvoc.training.truncation_gan import TruncatedGAN
 
+ROOT = Path(__file__).resolve().parents[1]
 GEN = {"generator_channels": 8, "generator_layers": 2, "generator_cycle": 2, "discriminator_channels": 4,
        "discriminator_scales": 2, "r1_every": 2}
 
@@ -263,6 +267,15 @@ def test_truncated_checkpoint_round_trips_resumes_exactly_and_vocodes(tmp_path, 
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "o.wav").stat().st_size > 40 * 256
     ck = tmp_path / "straight" / "ckpt-00000004"
+    # scripts/bundle_model.py carries the generator's EMA weights (fp16), not the training-only ones
+    dest = tmp_path / "bundle"
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "bundle_model.py"), str(ck), "--dest", str(dest)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert {p.name for p in dest.iterdir()} == {"config.yaml", "stats.yaml", "model.safetensors", "generator.safetensors"}
+    bundled = Vocoder.from_pretrained(dest, precision="fp32")
+    y16, y32 = bundled.vocode(mel, steps=2, seed=1), voc.vocode(mel, steps=2, seed=1)
+    assert np.abs(y16 - y32).max() < 0.05 * np.abs(y32).max()  # the same model in fp16
     (ck / "generator.safetensors").unlink()
     r = run_cli("vocode", str(tmp_path / "m.npy"), "-o", str(tmp_path / "o2.wav"), "--checkpoint", str(ck))
     assert r.returncode != 0 and "generator.safetensors" in r.stderr and "Traceback" not in r.stderr

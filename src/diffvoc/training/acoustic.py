@@ -47,6 +47,7 @@ from diffvoc.diffusion.sampler import DiffusionSampler
 from diffvoc.errors import DiffvocError, TrainingError
 from diffvoc.models.acoustic import AcousticModel, generate
 from diffvoc.training.acoustic_metrics import mel_cepstral_distortion, mel_l1
+from diffvoc.training.ema import EMA, warmup_decay
 from diffvoc.training.optim import load_optimizer_state
 
 VALID_SEED = 1234
@@ -134,11 +135,11 @@ class AcousticTrainer:
             self.step, self.prior_ready = int(st["step"]), bool(st["prior_ready"])
             self.train_seconds, self.cpu_seconds = float(st["train_seconds"]), float(st["cpu_seconds"])
             self.prior = PhonePrior(resumed.prior["mean"], resumed.prior["std"])
-            self.ema = {k: v.float().clone() for k, v in resumed.weights.items()}
+            self.ema = EMA(self.model, resumed.weights)
             self.extra_stats = {k: v for k, v in resumed.stats.items()
                                 if k not in ("phonemes", "speakers", "default_speaker")}
         else:
-            self.ema = {k: v.detach().clone().float() for k, v in self.model.state_dict().items()}
+            self.ema = EMA(self.model)
         self.valid = self._pick(self.splits.get("valid", []), cfg.data.valid_sentences)
         self.unseen = self._pick(self.splits.get(cfg.data.unseen_split, []), cfg.data.valid_unseen)
         from torch.utils.tensorboard import SummaryWriter
@@ -222,24 +223,11 @@ class AcousticTrainer:
                 **{k: float(v.detach()) for k, v in parts.items()}}
 
     def _update_ema(self) -> None:
-        decay = min(self.cfg.train.ema_decay, (1 + self.step) / (10 + self.step))
-        with torch.no_grad():
-            for k, v in self.model.state_dict().items():
-                if v.is_floating_point():
-                    self.ema[k].mul_(decay).add_(v.float(), alpha=1 - decay)
-                else:
-                    self.ema[k].copy_(v)
+        self.ema.update(warmup_decay(self.cfg.train.ema_decay, self.step))
 
-    @contextlib.contextmanager
-    def ema_weights(self):
-        raw = {k: v.clone() for k, v in self.model.state_dict().items()}
-        self.model.load_state_dict(self.ema)
-        self.model.eval()
-        try:
-            yield
-        finally:
-            self.model.load_state_dict(raw)
-            self.model.train()
+    def ema_weights(self) -> contextlib.AbstractContextManager[None]:
+        """Evaluate with the EMA weights (eval mode); the raw weights and train mode come back afterwards."""
+        return self.ema.swapped()
 
     # ---------------------------------------------------------------------------------- phone prior
     @torch.no_grad()
@@ -340,7 +328,7 @@ class AcousticTrainer:
         state = {"optimizer": self.optimizer.state_dict(), "step": self.step, "prior_ready": self.prior_ready,
                  "train_seconds": self.train_seconds, "cpu_seconds": self.cpu_seconds}
         path = save_acoustic_checkpoint(self.run_dir / name, self.cfg, self.stats(),
-                                        {"mean": self.prior.mean, "std": self.prior.std}, self.ema,
+                                        {"mean": self.prior.mean, "std": self.prior.std}, self.ema.shadow,
                                         self.model.state_dict(), state)
         write_latest(self.run_dir, name)
         old = sorted(p for p in self.run_dir.glob("ckpt-*") if p.is_dir() and p.name != name)

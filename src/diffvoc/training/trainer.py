@@ -62,6 +62,7 @@ from diffvoc.diffusion.spectral import MultiResolutionSTFTLoss
 from diffvoc.diffusion.truncation import truncated_betas
 from diffvoc.errors import CheckpointError, DiffvocError, TrainingError
 from diffvoc.io import atomic_write_text, remove_debris
+from diffvoc.training.ema import EMA, warmup_decay
 from diffvoc.training.engine import FastTrainNetwork, micro_batches
 from diffvoc.training.optim import load_optimizer_state
 from diffvoc.training.truncation_gan import TruncatedGAN
@@ -183,14 +184,14 @@ class Trainer:
                 _trim_valid_log(self.run_dir / "valid.jsonl", self.step)
             if resumed.train_state.get("scaler"):
                 self.scaler.load_state_dict(resumed.train_state["scaler"])
-            self.ema = {k: v.to(self.device).float() for k, v in resumed.weights.items()}
+            self.ema = EMA(self.model, resumed.weights)
             if self.truncation_gan is not None:
                 self.truncation_gan.load(resumed.extras, resumed.train_state)
         else:
             if init_from is not None:
                 src = load_checkpoint(init_from)
                 load_weights(self.model, src.weights, str(src.path))
-            self.ema = {k: v.detach().clone().float() for k, v in self.model.state_dict().items()}
+            self.ema = EMA(self.model)
         self.ddp = (DistributedDataParallel(self.net, device_ids=[self.local_rank] if self.device.type == "cuda" else None)
                     if self.world > 1 else self.net)
         self._compiled = False
@@ -204,7 +205,6 @@ class Trainer:
         self.mr_stft = MultiResolutionSTFTLoss().to(self.device)
         self.infer_loss = InferLoss(config.infer).to(self.device) if config.infer.enabled else None
         self._t0 = time.perf_counter()
-        self._ema_pairs: tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]] | None = None
         self.writer = None
         if self.rank == 0:
             from torch.utils.tensorboard import SummaryWriter
@@ -376,21 +376,10 @@ class Trainer:
             return truncated_betas(self.cfg, self.schedule, self.truncation_gan.k, self.cfg.infer.steps)
         return infer_schedule(self.cfg, self.step)
 
-    @torch.no_grad()
     def _update_ema(self) -> None:
-        """EMA ← decay·EMA + (1 − decay)·θ, one foreach call over all float tensors."""
-        decay = min(self.cfg.train.ema_decay, (1 + self.step) / (10 + self.step))
-        if self._ema_pairs is None:
-            live = self.model.state_dict()  # tensors sharing the parameters' storage
-            fl = [k for k, v in live.items() if v.is_floating_point() and v.dtype == torch.float32]
-            other = [k for k in live if k not in fl]
-            self._ema_pairs = ([self.ema[k] for k in fl], [live[k] for k in fl],
-                               [self.ema[k] for k in other], [live[k] for k in other])
-        ema_f, live_f, ema_o, live_o = self._ema_pairs
-        torch._foreach_mul_(ema_f, decay)
-        torch._foreach_add_(ema_f, live_f, alpha=1 - decay)
-        for e, v in zip(ema_o, live_o):
-            e.copy_(v)
+        """EMA ← decay·EMA + (1 − decay)·θ (:mod:`diffvoc.training.ema`), also for TDPM's generator."""
+        decay = warmup_decay(self.cfg.train.ema_decay, self.step)
+        self.ema.update(decay)
         if self.truncation_gan is not None:
             self.truncation_gan.update_ema(decay)
 
@@ -410,15 +399,9 @@ class Trainer:
     @contextlib.contextmanager
     def _ema_weights(self):
         """Evaluate with the EMA weights; the raw weights and train mode come back afterwards."""
-        raw = {k: v.clone() for k, v in self.model.state_dict().items()}
-        self.model.load_state_dict(self.ema)
-        self.model.eval()
-        try:
+        with self.ema.swapped():
             with self.truncation_gan.ema_weights() if self.truncation_gan is not None else contextlib.nullcontext():
                 yield
-        finally:
-            self.model.load_state_dict(raw)
-            self.model.train()
 
     def save(self) -> Path:
         """Write ``ckpt-<step>`` atomically, point ``latest`` at it and prune old checkpoints."""
@@ -429,7 +412,7 @@ class Trainer:
         if self.truncation_gan is not None:
             extra, gan_state = self.truncation_gan.state()
             state.update(gan_state)
-        path = save_checkpoint(self.run_dir / name, self.cfg, self.stats, self.ema, self.model.state_dict(), state,
+        path = save_checkpoint(self.run_dir / name, self.cfg, self.stats, self.ema.shadow, self.model.state_dict(), state,
                                extra_weights=extra)
         write_latest(self.run_dir, name)
         keep = self.cfg.train.keep_checkpoints

@@ -11,7 +11,6 @@ generator the generator optimiser updates the denoiser's own weights (its own Ad
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -23,6 +22,7 @@ from diffvoc.diffusion.schedule import NoiseSchedule
 from diffvoc.diffusion.truncation import ImplicitPrior, d_loss, g_loss, r1_penalty
 from diffvoc.models.diffwave import DiffWave
 from diffvoc.models.discriminator import MelDiscriminator
+from diffvoc.training.ema import EMA
 from diffvoc.training.optim import load_optimizer_state
 
 
@@ -64,7 +64,7 @@ class TruncatedGAN:
         self.g_opt = torch.optim.Adam(self.g_params, lr=tc.generator_lr, betas=betas)
         self.d_opt = torch.optim.Adam(self.d_params, lr=tc.discriminator_lr, betas=betas)
         self.d_steps = 0
-        self.ema = {k: v.detach().clone().float() for k, v in self.generator.state_dict().items()}
+        self.ema = EMA(self.generator)
 
     def active(self, step: int) -> bool:
         tc = self.cfg.truncation
@@ -120,25 +120,19 @@ class TruncatedGAN:
         logs["gan/real_std"] = float(real.detach().std())
         return logs
 
-    @torch.no_grad()
     def update_ema(self, decay: float) -> None:
-        for k, v in self.generator.state_dict().items():
-            self.ema[k].mul_(decay).add_(v.float(), alpha=1 - decay)
+        """The generator's EMA, with the denoiser's decay (:mod:`diffvoc.training.ema`)."""
+        self.ema.update(decay)
 
-    @contextlib.contextmanager
-    def ema_weights(self) -> Iterator[None]:
-        raw = {k: v.clone() for k, v in self.generator.state_dict().items()}
-        self.generator.load_state_dict(self.ema)
-        try:
-            yield
-        finally:
-            self.generator.load_state_dict(raw)
+    def ema_weights(self) -> contextlib.AbstractContextManager[None]:
+        """Sample with the generator's EMA weights (its train/eval mode left as it is)."""
+        return self.ema.swapped(eval_mode=False)
 
     def state(self) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, Any]]:
         """(weights to save as safetensors files, train-state entries)."""
         weights = {"discriminator": self.disc.state_dict()}
         if not self.generator.shared:
-            weights["generator"] = self.ema
+            weights["generator"] = self.ema.shadow
             weights["generator_raw"] = self.generator.state_dict()
         return weights, {"optimizer_g": self.g_opt.state_dict(), "optimizer_d": self.d_opt.state_dict(),
                          "gan_d_steps": self.d_steps}
@@ -149,7 +143,7 @@ class TruncatedGAN:
             self.disc.load_state_dict(extras["discriminator"])
         if not self.generator.shared and "generator_raw" in extras:
             self.generator.load_state_dict(extras["generator_raw"])
-            self.ema = {k: v.to(self.ema[k].device).float() for k, v in extras["generator"].items()}
+            self.ema.load(extras["generator"])
         if "optimizer_g" in train_state:
             load_optimizer_state(self.g_opt, train_state["optimizer_g"])
             load_optimizer_state(self.d_opt, train_state["optimizer_d"])
