@@ -174,7 +174,7 @@ def _src_lines(needle: str) -> list[str]:
 
 
 def test_each_derived_value_is_computed_in_one_place():
-    """The training schedule is built by DiffusionConfig.schedule only; ᾱ products, the training range and
+    """The training schedule is built by DiffusionConfig.schedule only; the EMA lives in training/ema.py; ᾱ products, the training range and
     the truncation level are NoiseSchedule's; T_trunc is computed by the builder (and by config validation)
     and passed on; the sampler learns that it is truncated from its constructor."""
     assert [s.split(":")[0] for s in _src_lines("NoiseSchedule.linear(")] == ["config.py"]
@@ -182,3 +182,6 @@ def test_each_derived_value_is_computed_in_one_place():
     assert {s.split(":")[0] for s in _src_lines("truncation_steps(")} <= {"config_validation.py", "build.py"}
     assert not _src_lines("sampler.truncated =")
     assert [s.split(":")[0] for s in _src_lines("np.cumprod(self.alphas)")] == ["diffusion/schedule.py"]
+    # the EMA (warm-up decay, update, swap) is training/ema.py's, for every trainer
+    assert {s.split(":")[0] for s in _src_lines("(10 + ")} == {"training/ema.py"}
+    assert {s.split(":")[0] for s in _src_lines("load_state_dict(self.ema")} == set()
