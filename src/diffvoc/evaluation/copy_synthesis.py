@@ -42,6 +42,7 @@ from diffvoc.checkpoint import LATEST, Checkpoint, load_checkpoint
 from diffvoc.config import AudioConfig
 from diffvoc.data.dataset import DATASET, discover, feature_dir, load_record, split_ids
 from diffvoc.errors import AudioError, DiffvocError, ScheduleError
+from diffvoc.evaluation.metric_inputs import require
 from diffvoc.evaluation.results import FORMAT, FORMAT_VERSION, summarise
 from diffvoc.io import atomic_dir, atomic_write_wav, cpu_name, load_json
 
@@ -94,7 +95,7 @@ def parse_metrics(text: str) -> list[str]:
 def _check_metric_packages(groups: list[str]) -> None:
     for g in groups:
         for module in _NEEDS.get(g, ()):
-            M._require(module)  # raises a DiffvocError naming the pip install
+            require(module)  # raises a DiffvocError naming the pip install
 
 
 def step_mode(ck: Checkpoint, steps: int, label: str) -> bool:

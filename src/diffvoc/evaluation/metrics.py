@@ -9,28 +9,23 @@ Every setting is fixed in :data:`METRIC_SETTINGS` (print it with :func:`format_m
   :class:`MultiResolutionSTFTLoss` doubles as a differentiable training loss.
 * **Log-mel L1 (LS-MAE)** — ``mean |logmel(ref) − logmel(deg)|`` with a caller-supplied mel function
   (the model's own, already log-compressed) or a fixed default log-mel.
-* **MCD** — mel-cepstra (pysptk ``sp2mc``) of the WORLD CheapTrick spectral envelope (pyworld, harvest F0,
-  5 ms frames), order and all-pass constant α chosen by sample rate, DTW-aligned, ``c0`` excluded by
-  default; ``(10 / ln 10) · sqrt(2 Σ_d (c_d − ĉ_d)²)`` averaged over the aligned frame pairs, in dB.
-* **F0** — WORLD harvest (floor 40 Hz, ceil 800 Hz, 5 ms); RMSE of ``1200 · log2(F0_deg / F0_ref)`` in
-  cents and plain F0 RMSE in Hz over frames voiced in both; V/UV error = fraction of frames whose
-  voicing decisions differ.
+* **MCD** and **F0** — from a WORLD analysis (pyworld harvest F0, CheapTrick envelope, 5 ms frames):
+  DTW-aligned mel-cepstral distortion in dB, and log-F0 RMSE in cents, F0 RMSE in Hz and V/UV error
+  (:mod:`diffvoc.evaluation.world_metrics`, which states the formulas).
 * **PESQ** wide-band (``pesq``, mode ``'wb'``) at 16 kHz, **STOI**/**ESTOI** (``pystoi``, which resamples to
   its native 10 kHz itself), **DNSMOS** P.835 SIG/BAK/OVRL and P.808 (``speechmos``, bundled ONNX models,
   runs offline) at 16 kHz. Resampling to 16 kHz uses :func:`librosa.resample` (soxr_hq).
 
-The optional packages (pesq, pystoi, pysptk, pyworld, speechmos) are imported lazily; a missing one
-raises :class:`~diffvoc.errors.DiffvocError` naming the ``pip install`` to run.
+The optional packages (pesq, pystoi, pysptk, pyworld, speechmos) are imported lazily
+(:mod:`diffvoc.evaluation.metric_inputs`); a missing one raises :class:`~diffvoc.errors.DiffvocError`
+naming the ``pip install`` to run.
 """
 
 from __future__ import annotations
 
-import importlib
 import math
 import warnings
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -44,6 +39,23 @@ from diffvoc.diffusion.spectral import (
     MultiResolutionSTFTLoss,
 )
 from diffvoc.errors import AudioError, ConfigError, DiffvocError
+from diffvoc.evaluation.metric_inputs import as_mono, check_sr, match, require, resample
+from diffvoc.evaluation.world_metrics import (
+    MCD_TABLE,
+    WORLD_DESCRIPTION,
+    WORLD_F0_CEIL,
+    WORLD_F0_FLOOR,
+    WORLD_FRAME_PERIOD_MS,
+    F0Result,
+    MCDResult,
+    dtw_path,
+    f0_from_world,
+    f0_metrics,
+    mcd,
+    mcd_from_world,
+    mcd_params,
+    world_analysis,
+)
 
 __all__ = [
     "ALL_METRICS",
@@ -76,21 +88,6 @@ __all__ = [
 ALL_METRICS: tuple[str, ...] = ("mr_stft", "log_mel_l1", "mcd", "f0", "pesq", "stoi", "estoi", "dnsmos")
 
 
-WORLD_F0_FLOOR: float = 40.0
-WORLD_F0_CEIL: float = 800.0
-WORLD_FRAME_PERIOD_MS: float = 5.0
-
-#: Mel-cepstrum order and all-pass constant α per sample rate. 16/22.05/44.1/48 kHz α are SPTK's
-#: mel-scale approximations (SPTK reference manual, also used by the HTS demos); 24 kHz has no SPTK
-#: entry and uses ``pysptk.util.mcepalpha(24000)`` = 0.466. Orders 23 / 34 follow the project doc.
-MCD_TABLE: dict[int, tuple[int, float]] = {
-    16000: (23, 0.42),
-    22050: (34, 0.45),
-    24000: (34, 0.466),
-    44100: (34, 0.53),
-    48000: (34, 0.55),
-}
-
 PESQ_SR: int = 16000
 DNSMOS_SR: int = 16000
 
@@ -100,9 +97,6 @@ DEFAULT_LOG_MEL: dict[str, Any] = {
     "window": "hann (periodic)", "center": True, "magnitude": "|STFT| (power 1)", "mel_basis": "slaney",
     "log": "ln(clamp(mel, 1e-5))",
 }
-
-_WORLD_DESC = (f"WORLD (pyworld) CheapTrick spectral envelope with harvest F0 "
-               f"(floor {WORLD_F0_FLOOR:g} Hz, ceil {WORLD_F0_CEIL:g} Hz, {WORLD_FRAME_PERIOD_MS:g} ms frames)")
 
 #: Human-readable description of every metric setting (sample-rate independent part).
 METRIC_SETTINGS: dict[str, dict[str, Any]] = {
@@ -123,7 +117,7 @@ METRIC_SETTINGS: dict[str, dict[str, Any]] = {
         "keys": ["log_mel_l1"],
     },
     "mcd": {
-        "features": "mel-cepstrum via pysptk.sp2mc of the " + _WORLD_DESC,
+        "features": "mel-cepstrum via pysptk.sp2mc of the " + WORLD_DESCRIPTION,
         "order_alpha_by_sr": {str(k): {"order": v[0], "alpha": v[1]} for k, v in MCD_TABLE.items()},
         "other_sr": "order 23 (sr <= 16 kHz) or 34, alpha = pysptk.util.mcepalpha(sr)",
         "c0": "excluded (coefficients 1..order) unless include_c0=True",
@@ -164,79 +158,6 @@ METRIC_SETTINGS: dict[str, dict[str, Any]] = {
 }
 
 # ---------------------------------------------------------------------------------------------------
-# Helpers
-# ---------------------------------------------------------------------------------------------------
-
-_PIP_HINT: dict[str, str] = {
-    "pesq": "pesq",
-    "pystoi": "pystoi",
-    "pysptk": 'pysptk "setuptools<81"',
-    "pyworld": 'pyworld "setuptools<81"',
-    "speechmos": "speechmos onnxruntime requests",
-}
-
-
-def _require(module: str) -> ModuleType:
-    """Import an optional metric dependency or raise a :class:`DiffvocError` naming the pip install."""
-    top = module.split(".")[0]
-    hint = _PIP_HINT.get(top, top)
-    try:
-        with warnings.catch_warnings():
-            # pysptk / pyworld import the deprecated pkg_resources at import time.
-            warnings.simplefilter("ignore", UserWarning)
-            warnings.simplefilter("ignore", DeprecationWarning)
-            return importlib.import_module(module)
-    except ImportError as exc:
-        missing = getattr(exc, "name", None) or top
-        what = f"'{top}'" if missing in (top, module) else f"'{top}' and its dependency '{missing}'"
-        if missing == "pkg_resources":
-            what += " (pkg_resources was removed in setuptools 81: install \"setuptools<81\")"
-        raise DiffvocError(
-            f"this metric needs the optional package {what}: pip install {hint} "
-            f"(or pip install 'diffvoc[metrics]'); import failed: {exc}"
-        ) from exc
-
-
-def _as_mono(x: np.ndarray, name: str) -> np.ndarray:
-    """Validate a mono waveform and return it as contiguous float64."""
-    arr = np.asarray(x)
-    if arr.ndim == 2 and 1 in arr.shape:
-        arr = arr.reshape(-1)
-    if arr.ndim != 1:
-        raise AudioError(f"{name}: expected a mono waveform [T], got shape {arr.shape}")
-    if arr.size == 0:
-        raise AudioError(f"{name}: empty waveform")
-    if not np.issubdtype(arr.dtype, np.number):
-        raise AudioError(f"{name}: waveform must be numeric, got {arr.dtype}")
-    arr = np.ascontiguousarray(arr, dtype=np.float64)
-    if not np.isfinite(arr).all():
-        raise AudioError(f"{name}: waveform contains NaN or Inf")
-    return arr
-
-
-def _match(ref: np.ndarray, deg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Validate both signals and trim them to the shorter length."""
-    r = _as_mono(ref, "reference")
-    d = _as_mono(deg, "degraded")
-    n = min(r.size, d.size)
-    return r[:n], d[:n]
-
-
-def _check_sr(sr: int) -> int:
-    if not isinstance(sr, (int, np.integer)) or isinstance(sr, bool) or sr <= 0:
-        raise ConfigError(f"sample rate must be a positive integer, got {sr!r}")
-    return int(sr)
-
-
-def _resample(x: np.ndarray, sr: int, target: int) -> np.ndarray:
-    if sr == target:
-        return x
-    import librosa
-
-    return librosa.resample(x, orig_sr=sr, target_sr=target, res_type="soxr_hq")
-
-
-# ---------------------------------------------------------------------------------------------------
 # MR-STFT
 # ---------------------------------------------------------------------------------------------------
 
@@ -246,7 +167,7 @@ def mr_stft_parts(ref: np.ndarray, deg: np.ndarray) -> dict[str, float]:
 
     ``mr_stft`` is ``mr_stft_sc + mr_stft_mag``. Signals are trimmed to the shorter length.
     """
-    r, d = _match(ref, deg)
+    r, d = match(ref, deg)
     loss = MultiResolutionSTFTLoss()
     with torch.no_grad():
         sc, mag = loss(torch.from_numpy(d), torch.from_numpy(r))
@@ -266,7 +187,7 @@ def mr_stft(ref: np.ndarray, deg: np.ndarray) -> float:
 
 def default_log_mel(sr: int) -> Callable[[np.ndarray], np.ndarray]:
     """The fixed log-mel used for the LS-MAE when no model mel is given (see :data:`DEFAULT_LOG_MEL`)."""
-    sr = _check_sr(sr)
+    sr = check_sr(sr)
 
     def mel_fn(audio: np.ndarray) -> np.ndarray:
         import librosa
@@ -297,7 +218,7 @@ def log_mel_l1(
     """
     if mel_fn is None:
         raise ConfigError("log_mel_l1 needs a mel_fn (use default_log_mel(sr) for the fixed default)")
-    r, d = _match(ref, deg)
+    r, d = match(ref, deg)
     mr = np.asarray(mel_fn(r.astype(np.float32)), dtype=np.float64)
     md = np.asarray(mel_fn(d.astype(np.float32)), dtype=np.float64)
     if mr.shape[:-1] != md.shape[:-1] or mr.ndim < 1:
@@ -312,194 +233,16 @@ def log_mel_l1(
 
 
 # ---------------------------------------------------------------------------------------------------
-# WORLD analysis, MCD, F0
-# ---------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _World:
-    f0: np.ndarray
-    sp: np.ndarray
-
-
-def _world(x: np.ndarray, sr: int) -> _World:
-    """Harvest F0 and CheapTrick spectral envelope (power) with the fixed WORLD settings."""
-    pw = _require("pyworld")
-    x = np.ascontiguousarray(x, dtype=np.float64)
-    f0, t = pw.harvest(x, sr, f0_floor=WORLD_F0_FLOOR, f0_ceil=WORLD_F0_CEIL,
-                       frame_period=WORLD_FRAME_PERIOD_MS)
-    sp = pw.cheaptrick(x, f0, t, sr)
-    return _World(f0=np.asarray(f0), sp=np.asarray(sp))
-
-
-def mcd_params(sr: int) -> tuple[int, float, str]:
-    """Mel-cepstrum ``(order, alpha, source)`` for a sample rate (table, else ``pysptk.util.mcepalpha``)."""
-    sr = _check_sr(sr)
-    if sr in MCD_TABLE:
-        order, alpha = MCD_TABLE[sr]
-        return order, alpha, "table"
-    util = _require("pysptk.util")
-    alpha = round(float(util.mcepalpha(sr)), 3)
-    return (23 if sr <= 16000 else 34), alpha, "pysptk.util.mcepalpha"
-
-
-@dataclass(frozen=True)
-class MCDResult:
-    """Mel-cepstral distortion in dB together with the settings that produced it."""
-
-    mcd_db: float
-    sample_rate: int
-    order: int
-    alpha: float
-    alpha_source: str
-    include_c0: bool
-    dtw: bool
-    frames_ref: int
-    frames_deg: int
-    aligned_pairs: int
-    features: str = "mel-cepstrum (pysptk.sp2mc) of " + _WORLD_DESC
-
-    def settings(self) -> dict[str, Any]:
-        """Everything except the value, for reports."""
-        out = asdict(self)
-        out.pop("mcd_db")
-        return out
-
-
-def dtw_path(cost: np.ndarray) -> np.ndarray:
-    """Minimum-cost monotonic alignment through a cost matrix ``[N, M]``.
-
-    Steps (1, 0), (0, 1) and (1, 1), all with weight 1; the path runs from (0, 0) to (N-1, M-1).
-    Returns the index pairs as an int array ``[L, 2]``. The accumulation is vectorised along
-    anti-diagonals, so memory is O(N·M).
-    """
-    cost = np.asarray(cost, dtype=np.float64)
-    if cost.ndim != 2 or 0 in cost.shape:
-        raise AudioError(f"dtw_path: expected a non-empty 2-D cost matrix, got shape {cost.shape}")
-    n, m = cost.shape
-    acc = np.full((n + 1, m + 1), np.inf)
-    acc[0, 0] = 0.0
-    step = np.zeros((n + 1, m + 1), dtype=np.int8)  # 0 diagonal, 1 from (i-1, j), 2 from (i, j-1)
-    for k in range(2, n + m + 1):  # k = i + j with 1-based i, j
-        i = np.arange(max(1, k - m), min(n, k - 1) + 1)
-        j = k - i
-        cand = np.stack([acc[i - 1, j - 1], acc[i - 1, j], acc[i, j - 1]])
-        best = np.argmin(cand, axis=0)
-        acc[i, j] = cost[i - 1, j - 1] + cand[best, np.arange(i.size)]
-        step[i, j] = best
-    path = []
-    i, j = n, m
-    while i > 0 and j > 0:
-        path.append((i - 1, j - 1))
-        s = step[i, j]
-        if s == 0:
-            i, j = i - 1, j - 1
-        elif s == 1:
-            i -= 1
-        else:
-            j -= 1
-    return np.asarray(path[::-1], dtype=np.int64)
-
-
-def _mcd_from_world(wr: _World, wd: _World, sr: int, order: int | None, alpha: float | None,
-                    include_c0: bool, use_dtw: bool) -> MCDResult:
-    sptk = _require("pysptk")
-    t_order, t_alpha, source = mcd_params(sr)
-    order = t_order if order is None else int(order)
-    alpha = t_alpha if alpha is None else float(alpha)
-    if order < 1:
-        raise ConfigError(f"MCD: order must be >= 1, got {order}")
-    if not -1.0 < alpha < 1.0:
-        raise ConfigError(f"MCD: alpha must be in (-1, 1), got {alpha}")
-    if source == "table" and (order, alpha) != (t_order, t_alpha):
-        source = "caller"
-    cr = sptk.sp2mc(wr.sp, order, alpha)
-    cd = sptk.sp2mc(wd.sp, order, alpha)
-    first = 0 if include_c0 else 1
-    cr, cd = cr[:, first:], cd[:, first:]
-    if use_dtw:
-        from scipy.spatial.distance import cdist
-
-        path = dtw_path(cdist(cr, cd, metric="euclidean"))
-        diff = cr[path[:, 0]] - cd[path[:, 1]]
-    else:
-        frames = min(len(cr), len(cd))
-        diff = cr[:frames] - cd[:frames]
-    per_frame = (10.0 / math.log(10.0)) * np.sqrt(2.0 * np.sum(diff**2, axis=1))
-    return MCDResult(mcd_db=float(np.mean(per_frame)), sample_rate=sr, order=order, alpha=alpha,
-                     alpha_source=source, include_c0=include_c0, dtw=use_dtw, frames_ref=len(cr),
-                     frames_deg=len(cd), aligned_pairs=len(diff))
-
-
-def mcd(
-    ref: np.ndarray,
-    deg: np.ndarray,
-    sr: int,
-    *,
-    order: int | None = None,
-    alpha: float | None = None,
-    include_c0: bool = False,
-    use_dtw: bool = True,
-) -> MCDResult:
-    """Mel-cepstral distortion (dB) between ``ref`` and ``deg`` from WORLD spectral envelopes.
-
-    Order and α default to :data:`MCD_TABLE` for ``sr``; ``c0`` (energy) is excluded unless
-    ``include_c0``. Frames are DTW-aligned unless ``use_dtw=False``. The returned :class:`MCDResult`
-    records the settings used.
-    """
-    sr = _check_sr(sr)
-    r, d = _match(ref, deg)
-    return _mcd_from_world(_world(r, sr), _world(d, sr), sr, order, alpha, include_c0, use_dtw)
-
-
-@dataclass(frozen=True)
-class F0Result:
-    """F0 errors: log-F0 RMSE in cents, F0 RMSE in Hz (frames voiced in both) and V/UV error rate."""
-
-    rmse_cents: float
-    rmse_hz: float
-    vuv_error: float
-    voiced_both: int
-    frames: int
-
-
-def _f0_from_world(wr: _World, wd: _World) -> F0Result:
-    frames = min(len(wr.f0), len(wd.f0))
-    fr, fd = wr.f0[:frames], wd.f0[:frames]
-    vr, vd = fr > 0, fd > 0
-    both = vr & vd
-    vuv = float(np.mean(vr != vd)) if frames else math.nan
-    if both.any():
-        cents = 1200.0 * np.log2(fd[both] / fr[both])
-        rmse_cents = float(np.sqrt(np.mean(cents**2)))
-        rmse_hz = float(np.sqrt(np.mean((fd[both] - fr[both]) ** 2)))
-    else:
-        rmse_cents = rmse_hz = math.nan
-    return F0Result(rmse_cents=rmse_cents, rmse_hz=rmse_hz, vuv_error=vuv,
-                    voiced_both=int(both.sum()), frames=frames)
-
-
-def f0_metrics(ref: np.ndarray, deg: np.ndarray, sr: int) -> F0Result:
-    """WORLD-harvest F0 comparison of ``deg`` against ``ref`` (frame by frame, 5 ms frames).
-
-    RMSE values are NaN when no frame is voiced in both signals.
-    """
-    sr = _check_sr(sr)
-    r, d = _match(ref, deg)
-    return _f0_from_world(_world(r, sr), _world(d, sr))
-
-
-# ---------------------------------------------------------------------------------------------------
 # PESQ, STOI, DNSMOS
 # ---------------------------------------------------------------------------------------------------
 
 
 def pesq_wb(ref: np.ndarray, deg: np.ndarray, sr: int) -> float:
     """Wide-band PESQ (P.862.2) at 16 kHz; both signals are resampled to 16 kHz first."""
-    sr = _check_sr(sr)
-    mod = _require("pesq")
-    r, d = _match(ref, deg)
-    r16, d16 = _resample(r, sr, PESQ_SR), _resample(d, sr, PESQ_SR)
+    sr = check_sr(sr)
+    mod = require("pesq")
+    r, d = match(ref, deg)
+    r16, d16 = resample(r, sr, PESQ_SR), resample(d, sr, PESQ_SR)
     try:
         return float(mod.pesq(PESQ_SR, r16, d16, "wb"))
     except mod.PesqError as exc:
@@ -512,9 +255,9 @@ def stoi(ref: np.ndarray, deg: np.ndarray, sr: int, *, extended: bool = False) -
     Returns NaN (instead of pystoi's placeholder 1e-5) when fewer than 30 non-silent analysis frames
     (about 0.4 s of speech) remain, i.e. the utterance is too short or too quiet for STOI.
     """
-    sr = _check_sr(sr)
-    mod = _require("pystoi")
-    r, d = _match(ref, deg)
+    sr = check_sr(sr)
+    mod = require("pystoi")
+    r, d = match(ref, deg)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         value = float(mod.stoi(r, d, sr, extended=extended))
@@ -529,10 +272,10 @@ def dnsmos(audio: np.ndarray, sr: int) -> dict[str, float]:
     Uses the ONNX models bundled in the ``speechmos`` wheel (no network access). The signal is
     resampled to 16 kHz and clipped to [-1, 1] (as writing a 16-bit file would).
     """
-    sr = _check_sr(sr)
-    x = _as_mono(audio, "audio")
-    mod = _require("speechmos.dnsmos")
-    x16 = np.clip(_resample(x, sr, DNSMOS_SR), -1.0, 1.0).astype(np.float32)
+    sr = check_sr(sr)
+    x = as_mono(audio, "audio")
+    mod = require("speechmos.dnsmos")
+    x16 = np.clip(resample(x, sr, DNSMOS_SR), -1.0, 1.0).astype(np.float32)
     try:
         out = mod.run(x16, DNSMOS_SR)
     except (OSError, RuntimeError) as exc:  # missing model file / onnxruntime failure
@@ -594,23 +337,23 @@ def evaluate_pair(
     vuv_error``; ``pesq_wb``; ``stoi``; ``estoi``; ``dnsmos_sig, dnsmos_bak, dnsmos_ovrl, dnsmos_p808``
     (DNSMOS of the degraded signal only). Settings: :func:`metric_settings`.
     """
-    sr = _check_sr(sr)
+    sr = check_sr(sr)
     groups = set(ALL_METRICS) if which is None else set(which)
     unknown = groups - set(ALL_METRICS)
     if unknown:
         raise ConfigError(f"unknown metrics {sorted(unknown)}; choose from {list(ALL_METRICS)}")
-    r, d = _match(ref, deg)
+    r, d = match(ref, deg)
     out: dict[str, float] = {}
     if "mr_stft" in groups:
         out.update(mr_stft_parts(r, d))
     if "log_mel_l1" in groups:
         out["log_mel_l1"] = log_mel_l1(r, d, mel_fn if mel_fn is not None else default_log_mel(sr))
     if "mcd" in groups or "f0" in groups:
-        wr, wd = _world(r, sr), _world(d, sr)
+        wr, wd = world_analysis(r, sr), world_analysis(d, sr)
         if "mcd" in groups:
-            out["mcd"] = _mcd_from_world(wr, wd, sr, None, None, False, True).mcd_db
+            out["mcd"] = mcd_from_world(wr, wd, sr, None, None, False, True).mcd_db
         if "f0" in groups:
-            f0 = _f0_from_world(wr, wd)
+            f0 = f0_from_world(wr, wd)
             out.update(f0_rmse_cents=f0.rmse_cents, f0_rmse_hz=f0.rmse_hz, vuv_error=f0.vuv_error)
     if "pesq" in groups:
         out["pesq_wb"] = pesq_wb(r, d, sr)
