@@ -25,6 +25,13 @@ def warmup_decay(decay: float, step: int) -> float:
     return min(decay, (1 + step) / (10 + step))
 
 
+def _check_keys(needed: Mapping[str, torch.Tensor], weights: Mapping[str, torch.Tensor]) -> None:
+    """A :class:`KeyError` naming the first of ``needed``'s tensors that ``weights`` lacks."""
+    missing = [k for k in needed if k not in weights]
+    if missing:
+        raise KeyError(f"EMA weights lack {len(missing)} tensor(s), e.g. {missing[0]!r}")
+
+
 class EMA:
     """The EMA weights ``shadow`` (float32, on the module's device) of ``module``.
 
@@ -38,9 +45,7 @@ class EMA:
         self.module = module
         live = module.state_dict()
         src = live if weights is None else weights
-        missing = [k for k in live if k not in src]
-        if missing:
-            raise KeyError(f"EMA weights lack {len(missing)} tensor(s), e.g. {missing[0]!r}")
+        _check_keys(live, src)
         self.shadow: dict[str, torch.Tensor] = {
             k: src[k].detach().to(device=live[k].device, dtype=torch.float32 if live[k].is_floating_point()
                                   else live[k].dtype).clone() for k in live}
@@ -54,8 +59,8 @@ class EMA:
             fp32 = [k for k, v in live.items() if v.dtype == torch.float32]
             other = [k for k, v in live.items() if v.is_floating_point() and v.dtype != torch.float32]
             ints = [k for k, v in live.items() if not v.is_floating_point()]
-            self._pairs = tuple([self.shadow[k] for k in keys] if i % 2 == 0 else [live[k] for k in keys]
-                                for keys in (fp32, other, ints) for i in (0, 1))
+            self._pairs = tuple(t for keys in (fp32, other, ints)
+                                for t in ([self.shadow[k] for k in keys], [live[k] for k in keys]))
         ema_f, live_f, ema_o, live_o, ema_i, live_i = self._pairs
         if ema_f:
             torch._foreach_mul_(ema_f, decay)
@@ -82,9 +87,7 @@ class EMA:
 
     def load(self, weights: Mapping[str, torch.Tensor]) -> None:
         """Copy ``weights`` (a checkpoint's EMA tensors) into the shadow in place."""
-        missing = [k for k in self.shadow if k not in weights]
-        if missing:  # checked before anything is copied
-            raise KeyError(f"EMA weights lack {len(missing)} tensor(s), e.g. {missing[0]!r}")
+        _check_keys(self.shadow, weights)  # before anything is copied
         with torch.no_grad():
             for k, v in self.shadow.items():
                 v.copy_(weights[k])
